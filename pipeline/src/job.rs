@@ -1,0 +1,82 @@
+//! Jobs: a TOML list of stages run in order, each reading the previous stage's output unless
+//! it names an input. A stage whose output already holds a manifest with the same stage and
+//! config hash is up to date and is skipped (unless forced), so a rerun after a crash resumes
+//! at the first stage without a valid manifest.
+
+use std::path::{Path, PathBuf};
+
+use tracing::info;
+
+use crate::config::{JobConfig, StageConfig};
+use crate::error::{Error, Result};
+use crate::input;
+use crate::manifest::Manifest;
+use crate::stages::select::{self, RunOptions};
+use crate::stages::synth;
+
+/// What happened to one stage of a job.
+#[derive(Debug, Clone)]
+pub struct StageRun {
+    /// The stage's kind.
+    pub kind: &'static str,
+    /// Its output directory.
+    pub output: PathBuf,
+    /// The manifest now in the output directory.
+    pub manifest: Manifest,
+    /// Whether the stage was up to date and not run again.
+    pub up_to_date: bool,
+}
+
+/// Runs every stage of `job`.
+pub async fn run(job: &JobConfig, source_name: &str, options: &RunOptions, force: bool) -> Result<Vec<StageRun>> {
+    if job.stages.is_empty() {
+        return Err(Error::config(source_name, "the job has no stages"));
+    }
+    let mut previous: Option<PathBuf> = None;
+    let mut runs = Vec::new();
+    for (i, stage) in job.stages.iter().enumerate() {
+        let key = format!("{source_name}: stages[{i}] ({})", stage.kind());
+        let output = PathBuf::from(stage.output().ok_or_else(|| Error::config(&key, "missing key 'output'"))?);
+        let run = match stage {
+            StageConfig::Synth(config) => {
+                let hash = synth::synth_config_hash(config);
+                match up_to_date(&output, "synth", &hash, force)? {
+                    Some(manifest) => skip("synth", output.clone(), manifest),
+                    None => fresh("synth", output.clone(), synth::run(config, &output)?),
+                }
+            }
+            StageConfig::Select(config) => {
+                let input = match (&config.input, &previous) {
+                    (Some(input), _) => input.clone(),
+                    (None, Some(prev)) => prev.display().to_string(),
+                    (None, None) => return Err(Error::config(&key, "the first stage needs an 'input'")),
+                };
+                let validated = input::validate(input::resolve(&input)?, &config.columns)?;
+                let hash = select::select_config_hash(config, &validated);
+                match up_to_date(&output, "select", &hash, force)? {
+                    Some(manifest) => skip("select", output.clone(), manifest),
+                    None => fresh("select", output.clone(), select::run(config, &input, &output, options).await?),
+                }
+            }
+        };
+        previous = Some(output);
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
+fn up_to_date(output: &Path, stage: &str, hash: &str, force: bool) -> Result<Option<Manifest>> {
+    if force {
+        return Ok(None);
+    }
+    Ok(Manifest::read_dir(output)?.filter(|m| m.stage == stage && m.config_hash == hash))
+}
+
+fn skip(kind: &'static str, output: PathBuf, manifest: Manifest) -> StageRun {
+    info!(stage = kind, output = %output.display(), "up to date (same config and inputs); skipped");
+    StageRun { kind, output, manifest, up_to_date: true }
+}
+
+fn fresh(kind: &'static str, output: PathBuf, manifest: Manifest) -> StageRun {
+    StageRun { kind, output, manifest, up_to_date: false }
+}

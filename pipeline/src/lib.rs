@@ -1,0 +1,22 @@
+//! prefsmith's pipeline: stages as DataFusion plans over Parquet shards, each writing a stage
+//! output directory atomically (see [`manifest`]).
+//!
+//! * [`input`] resolves and validates inputs (files, shard directories, stage outputs, globs);
+//! * [`stages`] holds the stages (`synth`, `select`);
+//! * [`job`] runs a list of stages from a TOML job file, skipping stages whose output is
+//!   complete and up to date;
+//! * [`sql`] runs ad-hoc SQL with every prefsmith function registered;
+//! * [`inspect`] summarises a dataset.
+
+pub mod config;
+pub mod error;
+pub mod input;
+pub mod inspect;
+pub mod job;
+pub mod manifest;
+pub mod reader;
+pub mod session;
+pub mod sql;
+pub mod stages;
+
+pub use error::{Error, Result};

@@ -1,0 +1,67 @@
+//! Pipeline stages. Each reads its input, writes a stage output directory under the contract
+//! of [`crate::manifest`], and returns the manifest it wrote.
+
+pub mod select;
+pub mod synth;
+
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use tracing::info;
+
+/// Hash of a stage's name and resolved settings (canonical JSON).
+pub fn config_hash(stage: &str, value: &serde_json::Value) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(stage.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(value.to_string().as_bytes());
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Periodic progress lines (every 2 s) with rate and ETA, through `tracing`.
+#[derive(Debug)]
+pub struct Progress {
+    stage: &'static str,
+    total: u64,
+    done: u64,
+    started: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    /// Progress over `total` units (rows).
+    pub fn new(stage: &'static str, total: u64) -> Self {
+        let now = Instant::now();
+        Self { stage, total, done: 0, started: now, last: now }
+    }
+
+    /// Records `n` more units done, logging at most every two seconds.
+    pub fn advance(&mut self, n: u64) {
+        self.done += n;
+        if self.last.elapsed().as_secs_f64() >= 2.0 {
+            self.last = Instant::now();
+            let elapsed = self.started.elapsed().as_secs_f64().max(1e-9);
+            let rate = self.done as f64 / elapsed;
+            let eta = if rate > 0.0 { self.total.saturating_sub(self.done) as f64 / rate } else { f64::NAN };
+            info!(
+                stage = self.stage,
+                done = self.done,
+                total = self.total,
+                rate = format!("{rate:.0}/s"),
+                eta = format!("{eta:.0}s"),
+                "progress"
+            );
+        }
+    }
+
+    /// Logs the final rate.
+    pub fn finish(&self) {
+        let elapsed = self.started.elapsed().as_secs_f64().max(1e-9);
+        info!(stage = self.stage, done = self.done, rate = format!("{:.0}/s", self.done as f64 / elapsed), "finished");
+    }
+}

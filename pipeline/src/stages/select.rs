@@ -1,0 +1,552 @@
+//! The `select` stage: one preference pair per prompt, by the rules of Decision 2, from the
+//! wide or the long layout, written as a pair table sorted by `prompt_id`.
+//!
+//! Plans, all DataFusion SQL over the functions of `prefsmith-udfs`:
+//! * **wide** (one row per prompt): `select_pair_list` per row, texts picked with
+//!   `array_element` — no unnesting.
+//! * **long, streaming**: when the input is sorted by prompt id (declared with `input-sorted`
+//!   or stated by the files' Parquet metadata), each file is read in order and aggregated with
+//!   `select_pair_with_text` by an ordered (streaming) aggregation, files in parallel; memory
+//!   holds only the prompts still open. The claim is verified on the output (prompt ids must
+//!   come out strictly ascending); if it fails, the stage falls back to:
+//! * **long, hash**: one hash aggregation with `select_pair_with_text` over all files, then a
+//!   sort by prompt id.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use futures::{StreamExt, TryStreamExt};
+use prefsmith_udfs::selection::SkipReason;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::config::{ResolvedRule, SelectConfig};
+use crate::error::{Error, Result};
+use crate::input::{self, Layout, ValidatedInput};
+use crate::manifest::{InputInfo, Manifest, StageWriter, Timing};
+use crate::reader::{OrderedParquet, ROW_INDEX_COLUMN, string_at};
+use crate::session::{ident, literal, new_context};
+use crate::stages::{Progress, config_hash, now_unix};
+
+/// The pair table's columns: the contract later stages extend.
+pub fn pair_table_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("prompt_id", DataType::Utf8, false),
+        Field::new("prompt", DataType::Utf8, true),
+        Field::new("chosen", DataType::Utf8, true),
+        Field::new("rejected", DataType::Utf8, true),
+        Field::new("score_chosen", DataType::Float64, false),
+        Field::new("score_rejected", DataType::Float64, false),
+        Field::new("rating_gap", DataType::Float64, false),
+        Field::new("chosen_index", DataType::Int64, false),
+        Field::new("rejected_index", DataType::Int64, false),
+        Field::new("reward_mean", DataType::Float64, false),
+        Field::new("reward_std", DataType::Float64, false),
+        Field::new("n_valid", DataType::Int64, false),
+        Field::new("strategy", DataType::Utf8, false),
+    ]))
+}
+
+/// Options of one run that are not part of the stage's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Worker threads (0 = one per core).
+    pub threads: usize,
+}
+
+/// Runs `select` from `input` into `output`.
+pub async fn run(config: &SelectConfig, input: &str, output: &Path, options: &RunOptions) -> Result<Manifest> {
+    let started = Instant::now();
+    let started_unix = now_unix();
+    let rule = config.resolve()?;
+    let validated = input::validate(input::resolve(input)?, &config.columns)?;
+    info!(
+        input,
+        files = validated.infos.len(),
+        rows = validated.rows,
+        layout = validated.layout.as_str(),
+        strategy = %rule.label,
+        "select: starting"
+    );
+    let hash = select_config_hash(config, &validated);
+    let plan = Plan { config, rule: &rule, input: &validated, options };
+    let mut sink = PairSink::begin(output, config.max_rows_per_file, &rule.label, validated.rows)?;
+    let mut path = "wide";
+    match validated.layout {
+        Layout::Wide => plan.run_wide(&mut sink).await?,
+        Layout::Long => {
+            let declared = config.input_sorted;
+            let sorted = validated.has_prompt_id
+                && declared.unwrap_or_else(|| validated.metadata_says_sorted(&config.columns.prompt_id));
+            let mut done = false;
+            if sorted {
+                path = "long-streaming";
+                match plan.run_long_streaming(&mut sink).await {
+                    Ok(()) => done = true,
+                    Err(SinkError::OutOfOrder { previous, next }) => {
+                        warn!(%previous, %next, "select: input is not sorted by prompt id after all; using the hash aggregation");
+                        sink = PairSink::begin(output, config.max_rows_per_file, &rule.label, validated.rows)?;
+                    }
+                    Err(e) => return Err(e.into_error()),
+                }
+            }
+            if !done {
+                path = "long-hash";
+                plan.run_long_hash(&mut sink).await.map_err(SinkError::into_error)?;
+            }
+        }
+    }
+    let inputs = validated
+        .infos
+        .iter()
+        .map(|i| InputInfo { path: i.path.display().to_string(), bytes: i.bytes, rows: i.rows })
+        .collect();
+    let stats = sink.stats(&validated, path, config.seed);
+    let manifest = Manifest {
+        stage: "select".into(),
+        prefsmith_version: env!("CARGO_PKG_VERSION").into(),
+        config_hash: hash,
+        config: serde_json::to_value(config).expect("config serializes"),
+        inputs,
+        parts: Vec::new(),
+        rows: 0,
+        stats,
+        timing: Timing { started_unix, seconds: 0.0 },
+    };
+    let mut manifest = sink.commit(manifest, started)?;
+    manifest.timing.seconds = started.elapsed().as_secs_f64();
+    info!(
+        pairs = manifest.rows,
+        seconds = format!("{:.2}", manifest.timing.seconds),
+        output = %output.display(),
+        "select: done"
+    );
+    Ok(manifest)
+}
+
+/// The hash that decides whether an existing output is up to date: the resolved config and
+/// the input files (paths, sizes, modification times).
+pub fn select_config_hash(config: &SelectConfig, input: &ValidatedInput) -> String {
+    let files: Vec<_> = input
+        .infos
+        .iter()
+        .map(|i| {
+            let modified = std::fs::metadata(&i.path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos());
+            json!([i.path.display().to_string(), i.bytes, modified])
+        })
+        .collect();
+    config_hash("select", &json!({"config": config, "inputs": files}))
+}
+
+struct Plan<'a> {
+    config: &'a SelectConfig,
+    rule: &'a ResolvedRule,
+    input: &'a ValidatedInput,
+    options: &'a RunOptions,
+}
+
+impl Plan<'_> {
+    fn prompt_id_expr(&self) -> String {
+        let c = &self.config.columns;
+        if self.input.has_prompt_id {
+            // The bare column, so that a declared sort order on it carries to the GROUP BY.
+            ident(&c.prompt_id)
+        } else {
+            format!("hf_prompt_id({})", ident(&c.prompt))
+        }
+    }
+
+    fn ddof(&self) -> u32 {
+        self.config.ddof
+    }
+
+    async fn run_wide(&self, sink: &mut PairSink) -> Result<()> {
+        let ctx = new_context(self.options.threads)?;
+        register_files(&ctx, self.input).await?;
+        let c = &self.config.columns;
+        let pid = self.prompt_id_expr();
+        let scores = ident(&c.scores);
+        let select = match &self.rule.k_sql {
+            Some((kc, kr)) => format!("select_pair_list({scores}, {kc}, {kr}, {})", self.ddof()),
+            None => format!("select_pair_scalable_list({scores}, {pid}, {}, {})", self.config.seed, self.ddof()),
+        };
+        let sql = format!(
+            "SELECT prompt_id, prompt,
+                    array_element(responses, p['chosen_index'] + 1) AS chosen,
+                    array_element(responses, p['rejected_index'] + 1) AS rejected,
+                    {fields},
+                    CAST(coalesce(cardinality(responses), 0) AS BIGINT) AS list_responses,
+                    CAST(coalesce(cardinality(scores), 0) AS BIGINT) AS list_scores
+             FROM (SELECT {pid} AS prompt_id, {prompt} AS prompt, {select} AS p,
+                          {responses} AS responses, {scores} AS scores FROM input)
+             ORDER BY prompt_id",
+            fields = struct_fields("p"),
+            prompt = ident(&c.prompt),
+            responses = ident(&c.responses),
+        );
+        let result = self.drain(&ctx, &sql, sink).await;
+        match result {
+            Err(SinkError::ListLengths { prompt_id, responses, scores }) => {
+                Err(self.locate_length_mismatch(prompt_id, responses, scores).await)
+            }
+            Err(SinkError::OutOfOrder { previous, .. }) => Err(Error::InvalidData {
+                context: format!("{}: column '{}'", self.input.files.spec, c.prompt_id),
+                message: format!("prompt_id {previous} appears on more than one row of the wide layout"),
+            }),
+            other => other.map_err(SinkError::into_error),
+        }
+    }
+
+    /// Finds the file holding a wide row whose lists differ in length (error path only).
+    async fn locate_length_mismatch(&self, prompt_id: String, responses: i64, scores: i64) -> Error {
+        let c = &self.config.columns;
+        let mut file = self.input.files.files[0].clone();
+        for info in &self.input.infos {
+            let Ok(ctx) = new_context(1) else { break };
+            let path = info.path.display().to_string();
+            let Ok(df) = ctx.read_parquet(path, ParquetReadOptions::default()).await else { continue };
+            if ctx.register_table("f", df.into_view()).is_err() {
+                continue;
+            }
+            let sql = format!(
+                "SELECT count(*) FROM f WHERE {} = {}",
+                self.prompt_id_expr(),
+                literal(&prompt_id)
+            );
+            if let Ok(batches) = ctx.sql(&sql).await.map(|df| df.collect())
+                && let Ok(batches) = batches.await
+                && batches.first().is_some_and(|b| b.column(0).as_primitive::<Int64Type>().value(0) > 0)
+            {
+                file = info.path.clone();
+                break;
+            }
+        }
+        Error::ListLengthMismatch {
+            file,
+            prompt_id,
+            responses_column: c.responses.clone(),
+            responses,
+            scores_column: c.scores.clone(),
+            scores,
+        }
+    }
+
+    /// The long-layout aggregation over the registered table `input`.
+    fn long_sql(&self, index_column: &str) -> String {
+        let c = &self.config.columns;
+        let pid = self.prompt_id_expr();
+        let (idx, reward, response) = (ident(index_column), ident(&c.reward), ident(&c.response));
+        let select = match &self.rule.k_sql {
+            Some((kc, kr)) => format!("select_pair_with_text({idx}, {reward}, {response}, {kc}, {kr}, {})", self.ddof()),
+            None => format!(
+                "select_pair_scalable_with_text({idx}, {reward}, {response}, {pid}, {}, {})",
+                self.config.seed,
+                self.ddof()
+            ),
+        };
+        format!(
+            "SELECT prompt_id, prompt, p['chosen'] AS chosen, p['rejected'] AS rejected, {fields}
+             FROM (SELECT {pid} AS prompt_id, first_value({prompt}) AS prompt, {select} AS p
+                   FROM input GROUP BY {pid})
+             ORDER BY prompt_id",
+            fields = struct_fields("p"),
+            prompt = ident(&c.prompt),
+        )
+    }
+
+    fn long_columns(&self) -> Vec<String> {
+        let c = &self.config.columns;
+        let mut columns = vec![c.prompt.clone(), c.response.clone(), c.reward.clone()];
+        if self.input.has_prompt_id {
+            columns.insert(0, c.prompt_id.clone());
+        }
+        if self.input.has_response_index {
+            columns.push(c.response_index.clone());
+        }
+        columns
+    }
+
+    fn index_column(&self) -> &str {
+        if self.input.has_response_index { &self.config.columns.response_index } else { ROW_INDEX_COLUMN }
+    }
+
+    async fn run_long_hash(&self, sink: &mut PairSink) -> Result<(), SinkError> {
+        let ctx = new_context(self.options.threads)?;
+        if self.input.has_response_index {
+            register_files(&ctx, self.input).await?;
+        } else {
+            // Row order defines the index: read in order, number rows, then aggregate.
+            let number_by = if self.input.has_prompt_id { self.config.columns.prompt_id.clone() } else { String::new() };
+            let reader = self.ordered_reader(&self.input.files.files, number_by)?;
+            ctx.register_table("input", Arc::new(reader.into_table(None)?))?;
+        }
+        self.drain(&ctx, &self.long_sql(self.index_column()), sink).await
+    }
+
+    fn ordered_reader(&self, files: &[std::path::PathBuf], number_by: String) -> Result<OrderedParquet> {
+        let mut columns = self.long_columns();
+        let number_by = if self.input.has_response_index {
+            None
+        } else if number_by.is_empty() {
+            // No prompt id column: number rows by the prompt text, which defines the derived id.
+            Some(self.config.columns.prompt.clone())
+        } else {
+            Some(number_by)
+        };
+        columns.dedup();
+        OrderedParquet::new(files.to_vec(), &self.input.infos[0].schema, columns, number_by)
+    }
+
+    /// One ordered aggregation per file, files in parallel, results consumed in file order.
+    async fn run_long_streaming(&self, sink: &mut PairSink) -> Result<(), SinkError> {
+        let prompt_id = self.config.columns.prompt_id.clone();
+        let threads = if self.options.threads == 0 { num_cpus() } else { self.options.threads };
+        let sql = self.long_sql(self.index_column());
+        let mut jobs = Vec::new();
+        for file in &self.input.files.files {
+            let reader = self.ordered_reader(std::slice::from_ref(file), prompt_id.clone())?;
+            let table = reader.into_table(Some(&prompt_id))?;
+            let sql = sql.clone();
+            jobs.push(async move {
+                let ctx = new_context(1)?;
+                ctx.register_table("input", Arc::new(table))?;
+                let batches = tokio::spawn(async move { ctx.sql(&sql).await?.collect().await })
+                    .await
+                    .map_err(|e| Error::InvalidData { context: "select".into(), message: e.to_string() })??;
+                Ok::<_, Error>(batches)
+            });
+        }
+        let mut results = futures::stream::iter(jobs).buffered(threads.max(1));
+        while let Some(batches) = results.try_next().await? {
+            for batch in batches {
+                sink.consume(&batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn drain(&self, ctx: &SessionContext, sql: &str, sink: &mut PairSink) -> Result<(), SinkError> {
+        let mut stream = ctx.sql(sql).await.map_err(Error::from)?.execute_stream().await.map_err(Error::from)?;
+        while let Some(batch) = stream.next().await {
+            sink.consume(&batch.map_err(Error::from)?)?;
+        }
+        Ok(())
+    }
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+/// The selection struct's fields as output columns.
+fn struct_fields(p: &str) -> String {
+    format!(
+        "{p}['score_chosen'] AS score_chosen, {p}['score_rejected'] AS score_rejected,
+         {p}['score_chosen'] - {p}['score_rejected'] AS rating_gap,
+         {p}['chosen_index'] AS chosen_index, {p}['rejected_index'] AS rejected_index,
+         {p}['reward_mean'] AS reward_mean, {p}['reward_std'] AS reward_std,
+         {p}['n_valid'] AS n_valid, {p}['n_responses'] AS n_responses, {p}['skip_reason'] AS skip_reason"
+    )
+}
+
+/// Registers the input files as table `input` (parallel scan).
+async fn register_files(ctx: &SessionContext, input: &ValidatedInput) -> Result<()> {
+    let paths: Vec<String> = input.files.files.iter().map(|p| p.display().to_string()).collect();
+    let options = ParquetReadOptions { file_extension: "", ..Default::default() };
+    let df = ctx.read_parquet(paths, options).await?;
+    ctx.register_table("input", df.into_view())?;
+    Ok(())
+}
+
+/// Why consuming the plan's output stopped.
+enum SinkError {
+    /// Prompt ids did not come out strictly ascending.
+    OutOfOrder { previous: String, next: String },
+    /// A wide row whose lists differ in length.
+    ListLengths { prompt_id: String, responses: i64, scores: i64 },
+    /// Any other error.
+    Stage(Error),
+}
+
+impl SinkError {
+    fn into_error(self) -> Error {
+        match self {
+            Self::Stage(e) => e,
+            Self::OutOfOrder { previous, next } => Error::InvalidData {
+                context: "select".into(),
+                message: format!("output out of order: {next} after {previous}"),
+            },
+            Self::ListLengths { prompt_id, responses, scores } => Error::InvalidData {
+                context: "select".into(),
+                message: format!("prompt_id {prompt_id}: {responses} responses but {scores} scores"),
+            },
+        }
+    }
+}
+
+impl<E: Into<Error>> From<E> for SinkError {
+    fn from(e: E) -> Self {
+        Self::Stage(e.into())
+    }
+}
+
+/// Consumes the plan's rows (one per prompt, skipped ones included): checks order, counts
+/// skips, keeps the pairs and writes them.
+struct PairSink {
+    writer: StageWriter,
+    label: String,
+    previous: Option<String>,
+    prompts: u64,
+    responses: u64,
+    invalid_rewards: u64,
+    skipped: BTreeMap<&'static str, u64>,
+    pairs: u64,
+    sum_chosen: f64,
+    sum_rejected: f64,
+    progress: Progress,
+}
+
+impl PairSink {
+    fn begin(output: &Path, max_rows_per_file: usize, label: &str, input_rows: u64) -> Result<Self> {
+        Ok(Self {
+            writer: StageWriter::begin(output, pair_table_schema(), max_rows_per_file, Some("prompt_id"))?,
+            label: label.to_string(),
+            previous: None,
+            prompts: 0,
+            responses: 0,
+            invalid_rewards: 0,
+            skipped: SkipReason::ALL.iter().map(|r| (r.as_str(), 0)).collect(),
+            pairs: 0,
+            sum_chosen: 0.0,
+            sum_rejected: 0.0,
+            progress: Progress::new("select", input_rows),
+        })
+    }
+
+    fn consume(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        let column = |name: &str| batch.column_by_name(name).expect("the plan projects this column");
+        let ids = column("prompt_id");
+        self.check_order(ids)?;
+        if let (Some(lr), Some(ls)) = (batch.column_by_name("list_responses"), batch.column_by_name("list_scores")) {
+            let (lr, ls) = (lr.as_primitive::<Int64Type>(), ls.as_primitive::<Int64Type>());
+            if let Some(i) = (0..rows).find(|&i| lr.value(i) != ls.value(i)) {
+                return Err(SinkError::ListLengths {
+                    prompt_id: string_at(ids, i).unwrap_or_default().to_string(),
+                    responses: lr.value(i),
+                    scores: ls.value(i),
+                });
+            }
+        }
+        let reasons = column("skip_reason");
+        let n_valid = column("n_valid").as_primitive::<Int64Type>().clone();
+        let n_responses = column("n_responses").as_primitive::<Int64Type>().clone();
+        let mut keep = Vec::with_capacity(rows);
+        for i in 0..rows {
+            self.responses += n_responses.value(i) as u64;
+            self.invalid_rewards += (n_responses.value(i) - n_valid.value(i)) as u64;
+            match string_at(reasons, i) {
+                Some(reason) => {
+                    let key = SkipReason::ALL.iter().find(|r| r.as_str() == reason).map_or("unknown", |r| r.as_str());
+                    *self.skipped.entry(key).or_insert(0) += 1;
+                    keep.push(false);
+                }
+                None => keep.push(true),
+            }
+        }
+        self.prompts += rows as u64;
+        let keep = BooleanArray::from(keep);
+        let kept = filter_record_batch(batch, &keep)?;
+        let out = self.to_pair_table(&kept)?;
+        self.pairs += out.num_rows() as u64;
+        self.sum_chosen += sum(out.column(4));
+        self.sum_rejected += sum(out.column(5));
+        self.writer.write(&out)?;
+        self.progress.advance(n_responses.values().iter().map(|&n| n as u64).sum());
+        Ok(())
+    }
+
+    fn check_order(&mut self, ids: &ArrayRef) -> Result<(), SinkError> {
+        for i in 0..ids.len() {
+            let Some(id) = string_at(ids, i) else {
+                return Err(SinkError::Stage(Error::InvalidData {
+                    context: "select: column prompt_id".into(),
+                    message: "null prompt id".into(),
+                }));
+            };
+            if let Some(previous) = &self.previous
+                && previous.as_str() >= id
+            {
+                return Err(SinkError::OutOfOrder { previous: previous.clone(), next: id.to_string() });
+            }
+            if i + 1 == ids.len() {
+                self.previous = Some(id.to_string());
+            } else if string_at(ids, i + 1).is_some_and(|next| next <= id) {
+                return Err(SinkError::OutOfOrder {
+                    previous: id.to_string(),
+                    next: string_at(ids, i + 1).unwrap_or_default().to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Casts the plan's columns to the pair-table schema and adds `strategy`.
+    fn to_pair_table(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let schema = pair_table_schema();
+        let rows = batch.num_rows();
+        let mut columns = Vec::with_capacity(schema.fields().len());
+        for field in schema.fields() {
+            let column: ArrayRef = if field.name() == "strategy" {
+                Arc::new(StringArray::from(vec![self.label.as_str(); rows]))
+            } else {
+                let source = batch.column_by_name(field.name()).expect("the plan projects every pair column");
+                cast(source, field.data_type())?
+            };
+            columns.push(column);
+        }
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+
+    fn stats(&self, input: &ValidatedInput, path: &str, seed: u64) -> BTreeMap<String, serde_json::Value> {
+        let mean = |sum: f64| if self.pairs > 0 { json!(sum / self.pairs as f64) } else { json!(null) };
+        BTreeMap::from([
+            ("layout".into(), json!(input.layout.as_str())),
+            ("plan".into(), json!(path)),
+            ("strategy".into(), json!(self.label)),
+            ("seed".into(), json!(seed)),
+            ("input_rows".into(), json!(input.rows)),
+            ("prompts".into(), json!(self.prompts)),
+            ("responses".into(), json!(self.responses)),
+            ("invalid_rewards".into(), json!(self.invalid_rewards)),
+            ("pairs_written".into(), json!(self.pairs)),
+            ("skipped".into(), json!(self.skipped)),
+            ("mean_score_chosen".into(), mean(self.sum_chosen)),
+            ("mean_score_rejected".into(), mean(self.sum_rejected)),
+            ("mean_rating_gap".into(), mean(self.sum_chosen - self.sum_rejected)),
+        ])
+    }
+
+    fn commit(self, manifest: Manifest, _started: Instant) -> Result<Manifest> {
+        self.progress.finish();
+        self.writer.commit(manifest)
+    }
+}
+
+fn sum(array: &ArrayRef) -> f64 {
+    let values: &Float64Array = array.as_primitive::<Float64Type>();
+    values.iter().flatten().sum()
+}

@@ -1,0 +1,45 @@
+//! One module per subcommand; each parses nothing itself and calls into the libraries.
+
+mod inspect;
+mod run;
+mod select;
+mod sql;
+mod synth;
+
+use clap::{Parser, Subcommand};
+
+/// Build DPO preference data the way the research says, and train on it.
+#[derive(Debug, Parser)]
+#[command(name = "prefsmith", version, about)]
+pub struct Cli {
+    /// Worker threads for queries (0 = one per core).
+    #[arg(long, global = true, default_value_t = 0)]
+    threads: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a job: the stages of a TOML file, in order, skipping those already up to date.
+    Run(run::Args),
+    /// Select one preference pair per prompt (sweet spot by default).
+    Select(select::Args),
+    /// Run SQL over Parquet with every prefsmith function registered.
+    Sql(sql::Args),
+    /// Generate deterministic synthetic scored responses.
+    Synth(synth::Args),
+    /// Summarise a dataset: layout, prompts, responses per prompt, invalid rewards, quantiles.
+    Inspect(inspect::Args),
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => run::run(args, cli.threads).await,
+        Command::Select(args) => select::run(args, cli.threads).await,
+        Command::Sql(args) => sql::run(args, cli.threads).await,
+        Command::Synth(args) => synth::run(args),
+        Command::Inspect(args) => inspect::run(args).await,
+    }
+}

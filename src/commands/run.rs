@@ -1,0 +1,37 @@
+//! `prefsmith run JOB.toml`.
+
+use std::path::PathBuf;
+
+use prefsmith_pipeline::config::{JobConfig, load_toml};
+use prefsmith_pipeline::job;
+use prefsmith_pipeline::stages::select::RunOptions;
+
+/// Arguments of `prefsmith run`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The job file.
+    job: PathBuf,
+    /// Run every stage even when its output is up to date.
+    #[arg(long)]
+    force: bool,
+}
+
+pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
+    let config: JobConfig = load_toml(&args.job)?;
+    let source = args.job.display().to_string();
+    let runs = job::run(&config, &source, &RunOptions { threads }, args.force).await?;
+    for stage in &runs {
+        let output = stage.output.display().to_string();
+        let state = if stage.up_to_date { " (up to date, not rerun)" } else { "" };
+        match stage.kind {
+            "select" => {
+                super::select::print_summary(&output, &stage.manifest);
+                if stage.up_to_date {
+                    println!("  {state}");
+                }
+            }
+            kind => println!("{kind}: {} rows in {output}{state}", stage.manifest.rows),
+        }
+    }
+    Ok(())
+}

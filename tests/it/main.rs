@@ -1,0 +1,12 @@
+//! prefsmith's integration tests: one binary (one link) for everything under `tests/`.
+//!
+//! * `slt` — SQL behaviour of every function, from `tests/sql/*.slt` (sqllogictest);
+//! * `reference` — pair tables checked against the independent Python implementation;
+//! * `cli` — the binary end to end: quickstart, jobs, `sql`, `synth`, `inspect`;
+//! * `bad_input` — clear, named errors and no output that looks complete.
+
+mod bad_input;
+mod cli;
+mod common;
+mod reference;
+mod slt;

@@ -1,0 +1,4 @@
+//! Aggregate functions: one row per group (prompt).
+
+pub mod reward_stats;
+pub mod select_pair;

@@ -1,0 +1,569 @@
+//! `select_pair`, `select_pair_scalable` and their `*_with_text` forms: one preference pair per
+//! group (prompt), as an aggregate over the long layout (one row per response).
+//!
+//! ```text
+//! SELECT prompt_id,
+//!        select_pair(response_index, reward, '+inf', -2) AS p      -- sweet spot
+//! FROM responses GROUP BY prompt_id;
+//!
+//! SELECT prompt_id, select_pair_scalable(response_index, reward, prompt_id, 7) AS p
+//! FROM responses GROUP BY prompt_id;
+//!
+//! -- the same, also returning the chosen and rejected texts (no join back needed)
+//! SELECT prompt_id, select_pair_with_text(response_index, reward, response, 'max', -2) AS p
+//! FROM responses GROUP BY prompt_id;
+//! ```
+//!
+//! The nearest-to-μ−2σ rule needs the group's statistics before any response can be picked,
+//! so each group buffers its `(index, reward)` entries (16 bytes a response, plus the text for
+//! the `*_with_text` forms) and the kernel in [`crate::selection`] runs when the group is
+//! emitted. The [`GroupsAccumulator`] keeps all groups' entries in flat vectors (no allocation
+//! per group) and sorts them into groups with one counting sort at emit time; under an ordered
+//! (streaming) aggregation only the groups still open are buffered.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, ListArray, StringArray, UInt32Array,
+};
+use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type};
+use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::utils::format_state_name;
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
+};
+
+use crate::args;
+use crate::pair_struct::{PairStructBuilder, pair_type};
+use crate::selection::{PairRule, scalable_seed, select, sort_and_check};
+
+/// One of the four forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Form {
+    scalable: bool,
+    with_text: bool,
+}
+
+impl Form {
+    fn name(self) -> &'static str {
+        match (self.scalable, self.with_text) {
+            (false, false) => "select_pair",
+            (false, true) => "select_pair_with_text",
+            (true, false) => "select_pair_scalable",
+            (true, true) => "select_pair_scalable_with_text",
+        }
+    }
+
+    /// Position of the first argument after `(response_index, reward [, response])`.
+    fn rest(self) -> usize {
+        if self.with_text { 3 } else { 2 }
+    }
+}
+
+/// The `select_pair` family of aggregate functions.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct SelectPair {
+    form: Form,
+    signature: Signature,
+}
+
+impl SelectPair {
+    fn with_form(scalable: bool, with_text: bool) -> Self {
+        Self { form: Form { scalable, with_text }, signature: Signature::user_defined(Volatility::Immutable) }
+    }
+
+    /// `select_pair(response_index, reward, k_chosen, k_rejected [, ddof])`: chosen nearest
+    /// `μ + k_chosen·σ`, rejected nearest `μ + k_rejected·σ` among the others (k = `'+inf'` /
+    /// `'-inf'` for max / min; numbers or strings such as `'max'`).
+    pub fn positions() -> Self {
+        Self::with_form(false, false)
+    }
+
+    /// `select_pair_scalable(response_index, reward, prompt_id [, run_seed [, ddof]])`: chosen
+    /// = max of all, rejected = min of a seeded random subset of 5 valid responses.
+    pub fn scalable() -> Self {
+        Self::with_form(true, false)
+    }
+
+    /// `select_pair_with_text(response_index, reward, response, k_chosen, k_rejected [, ddof])`:
+    /// as `select_pair`, with the `chosen` and `rejected` texts in the result.
+    pub fn positions_with_text() -> Self {
+        Self::with_form(false, true)
+    }
+
+    /// `select_pair_scalable_with_text(response_index, reward, response, prompt_id [, run_seed
+    /// [, ddof]])`: as `select_pair_scalable`, with the texts.
+    pub fn scalable_with_text() -> Self {
+        Self::with_form(true, true)
+    }
+
+    fn parse_rule(&self, args: &AccumulatorArgs) -> Result<(RuleSpec, u32)> {
+        let name = self.form.name();
+        let rest = self.form.rest();
+        let lit = |i: usize, what: &str| args::literal_arg(name, what, args.exprs[rest + i].as_ref());
+        let optional = |i: usize| args.exprs.len() > rest + i;
+        if self.form.scalable {
+            // (prompt_id [, run_seed [, ddof]])
+            let run_seed = if optional(1) { args::non_negative(name, "run_seed", &lit(1, "run_seed")?)? } else { 0 };
+            let ddof = if optional(2) { args::ddof(name, &lit(2, "ddof")?)? } else { 0 };
+            Ok((RuleSpec::Scalable { run_seed }, ddof))
+        } else {
+            // (k_chosen, k_rejected [, ddof])
+            let chosen = args::position(name, "k_chosen", &lit(0, "k_chosen")?)?;
+            let rejected = args::position(name, "k_rejected", &lit(1, "k_rejected")?)?;
+            let ddof = if optional(2) { args::ddof(name, &lit(2, "ddof")?)? } else { 0 };
+            Ok((RuleSpec::Fixed(PairRule::Positions { chosen, rejected }), ddof))
+        }
+    }
+}
+
+impl AggregateUDFImpl for SelectPair {
+    fn name(&self) -> &str {
+        self.form.name()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        let name = self.form.name();
+        let rest = self.form.rest();
+        let (min, max) = if self.form.scalable { (rest + 1, rest + 3) } else { (rest + 2, rest + 3) };
+        if arg_types.len() < min || arg_types.len() > max {
+            return plan_err!("{name} takes {min} to {max} arguments, got {}", arg_types.len());
+        }
+        arg_types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match i {
+                0 => args::coerce_index(name, t),
+                1 => args::coerce_reward(name, t),
+                2 if self.form.with_text => args::coerce_string(name, "response", t),
+                i => match (self.form.scalable, i - rest) {
+                    (true, 0) => args::coerce_string(name, "prompt_id", t),
+                    (true, 1) => args::coerce_integer(name, "run_seed", t),
+                    (false, 0 | 1) => args::coerce_position(name, t),
+                    _ => args::coerce_integer(name, "ddof", t),
+                },
+            })
+            .collect()
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(pair_type(self.form.with_text))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        let list = |t: DataType| DataType::List(Arc::new(Field::new_list_field(t, true)));
+        let mut fields = vec![
+            Field::new(format_state_name(args.name, "indices"), list(DataType::Int64), true),
+            Field::new(format_state_name(args.name, "rewards"), list(DataType::Float64), true),
+        ];
+        if self.form.with_text {
+            fields.push(Field::new(format_state_name(args.name, "responses"), list(DataType::Utf8), true));
+        }
+        if self.form.scalable {
+            fields.push(Field::new(format_state_name(args.name, "prompt_id"), DataType::Utf8, true));
+        }
+        Ok(fields.into_iter().map(Arc::new).collect())
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        let (rule, ddof) = self.parse_rule(&args)?;
+        Ok(Box::new(SelectPairAccumulator { groups: SelectPairGroups::new(self.form, rule, ddof) }))
+    }
+
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
+        let (rule, ddof) = self.parse_rule(&args)?;
+        Ok(Box::new(SelectPairGroups::new(self.form, rule, ddof)))
+    }
+}
+
+/// The rule as parsed from the constant arguments; `scalable` needs each group's prompt id
+/// before it becomes a [`PairRule`].
+#[derive(Debug, Clone, Copy)]
+enum RuleSpec {
+    Fixed(PairRule),
+    Scalable { run_seed: u64 },
+}
+
+/// Response texts of the buffered entries, for the `*_with_text` forms: entry `e`'s text is
+/// `bytes[ends[e-1]..ends[e]]`.
+#[derive(Debug, Clone, Default)]
+struct Texts {
+    bytes: String,
+    ends: Vec<usize>,
+}
+
+impl Texts {
+    fn push(&mut self, text: Option<&str>) {
+        self.bytes.push_str(text.unwrap_or(""));
+        self.ends.push(self.bytes.len());
+    }
+
+    fn get(&self, entry: usize) -> &str {
+        let start = if entry == 0 { 0 } else { self.ends[entry - 1] };
+        &self.bytes[start..self.ends[entry]]
+    }
+}
+
+/// One buffered response, as sorted into its group.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    index: i64,
+    reward: f64,
+    /// Position in the flat buffers (to find the text).
+    slot: u32,
+}
+
+/// Buffers of every group's responses, flat.
+#[derive(Debug, Clone)]
+struct SelectPairGroups {
+    form: Form,
+    rule: RuleSpec,
+    ddof: u32,
+    num_groups: usize,
+    group: Vec<u32>,
+    index: Vec<i64>,
+    reward: Vec<f64>,
+    texts: Option<Texts>,
+    /// Per group, the prompt id seeding `scalable` (empty for other rules).
+    prompt_ids: Vec<Option<String>>,
+}
+
+/// The entries of the emitted groups, grouped: group `g` is `entries[offsets[g]..offsets[g+1]]`.
+struct Taken {
+    offsets: Vec<usize>,
+    entries: Vec<Entry>,
+    texts: Option<Texts>,
+    prompt_ids: Vec<Option<String>>,
+}
+
+impl SelectPairGroups {
+    fn new(form: Form, rule: RuleSpec, ddof: u32) -> Self {
+        Self {
+            form,
+            rule,
+            ddof,
+            num_groups: 0,
+            group: Vec::new(),
+            index: Vec::new(),
+            reward: Vec::new(),
+            texts: form.with_text.then(Texts::default),
+            prompt_ids: Vec::new(),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        self.form.name()
+    }
+
+    fn grow(&mut self, total_num_groups: usize) {
+        self.num_groups = self.num_groups.max(total_num_groups);
+        if self.form.scalable && self.prompt_ids.len() < self.num_groups {
+            self.prompt_ids.resize(self.num_groups, None);
+        }
+    }
+
+    fn push(&mut self, group: usize, index: Option<i64>, reward: Option<f64>, text: Option<&str>) -> Result<()> {
+        let Some(index) = index else {
+            return exec_err!("{}: response_index must not be null", self.name());
+        };
+        self.group.push(group as u32);
+        self.index.push(index);
+        // Null rewards are kept (as NaN) so that they still count as responses.
+        self.reward.push(reward.unwrap_or(f64::NAN));
+        if let Some(texts) = &mut self.texts {
+            texts.push(text);
+        }
+        Ok(())
+    }
+
+    fn note_prompt_id(&mut self, group: usize, prompt_id: Option<&str>) {
+        if let Some(id) = prompt_id
+            && self.prompt_ids[group].is_none()
+        {
+            self.prompt_ids[group] = Some(id.to_string());
+        }
+    }
+
+    /// Takes the entries of groups `0..n` out (sorted into groups by a counting sort), keeping
+    /// the rest renumbered from 0.
+    fn take_groups(&mut self, n: usize) -> Taken {
+        let mut offsets = vec![0usize; n + 1];
+        for &g in &self.group {
+            if (g as usize) < n {
+                offsets[g as usize + 1] += 1;
+            }
+        }
+        for i in 0..n {
+            offsets[i + 1] += offsets[i];
+        }
+        let mut entries = vec![Entry { index: 0, reward: 0.0, slot: 0 }; offsets[n]];
+        let mut cursor = offsets.clone();
+        let mut kept = Vec::new();
+        for (slot, &g) in self.group.iter().enumerate() {
+            let g = g as usize;
+            if g < n {
+                entries[cursor[g]] = Entry { index: self.index[slot], reward: self.reward[slot], slot: slot as u32 };
+                cursor[g] += 1;
+            } else {
+                kept.push(slot);
+            }
+        }
+        let texts = self.texts.take();
+        if kept.is_empty() {
+            self.group.clear();
+            self.index.clear();
+            self.reward.clear();
+            self.texts = texts.as_ref().map(|_| Texts::default());
+        } else {
+            self.group = kept.iter().map(|&s| self.group[s] - n as u32).collect();
+            self.index = kept.iter().map(|&s| self.index[s]).collect();
+            self.reward = kept.iter().map(|&s| self.reward[s]).collect();
+            self.texts = texts.as_ref().map(|t| {
+                let mut rest = Texts::default();
+                kept.iter().for_each(|&s| rest.push(Some(t.get(s))));
+                rest
+            });
+        }
+        self.num_groups -= n;
+        let prompt_ids = if self.form.scalable { self.prompt_ids.drain(..n).collect() } else { Vec::new() };
+        Taken { offsets, entries, texts, prompt_ids }
+    }
+
+    fn emit_count(&self, emit_to: EmitTo) -> usize {
+        match emit_to {
+            EmitTo::All => self.num_groups,
+            EmitTo::First(n) => n.min(self.num_groups),
+        }
+    }
+
+    fn rule_for(&self, prompt_id: Option<&str>) -> Result<PairRule> {
+        match self.rule {
+            RuleSpec::Fixed(rule) => Ok(rule),
+            RuleSpec::Scalable { run_seed } => match prompt_id {
+                Some(id) => Ok(PairRule::Scalable { seed: scalable_seed(run_seed, id) }),
+                None => exec_err!("{}: prompt_id must not be null", self.name()),
+            },
+        }
+    }
+
+    /// Runs the selection kernel over every taken group.
+    fn finish(&self, taken: Taken) -> Result<ArrayRef> {
+        let Taken { offsets, mut entries, texts, prompt_ids } = taken;
+        let groups = offsets.len() - 1;
+        let mut out = PairStructBuilder::new(groups, self.form.with_text);
+        let mut responses: Vec<(i64, f64)> = Vec::new();
+        for g in 0..groups {
+            let group = &mut entries[offsets[g]..offsets[g + 1]];
+            if !group.is_sorted_by_key(|e| e.index) {
+                group.sort_by_key(|e| e.index);
+            }
+            responses.clear();
+            responses.extend(group.iter().map(|e| (e.index, e.reward)));
+            if let Err(e) = sort_and_check(&mut responses) {
+                return exec_err!("{}: {e}", self.name());
+            }
+            let selection = if responses.is_empty() {
+                // A group with no entries only exists when every row was filtered out.
+                select(&responses, PairRule::Scalable { seed: 0 }, self.ddof)
+            } else {
+                select(&responses, self.rule_for(prompt_ids.get(g).and_then(Option::as_deref))?, self.ddof)
+            };
+            match (&texts, selection.pair) {
+                (Some(texts), Ok(pair)) => {
+                    let text_of = |index: i64| {
+                        group.iter().find(|e| e.index == index).map(|e| texts.get(e.slot as usize))
+                    };
+                    out.append_with_texts(&selection, text_of(pair.chosen_index), text_of(pair.rejected_index));
+                }
+                (Some(_), Err(_)) => out.append_with_texts(&selection, None, None),
+                (None, _) => out.append(&selection),
+            }
+        }
+        Ok(out.finish())
+    }
+
+    /// The buffered state of the taken groups, as lists (one row per group).
+    fn state_of(&self, taken: Taken) -> Result<Vec<ArrayRef>> {
+        let Taken { offsets, entries, texts, prompt_ids } = taken;
+        let idx: Int64Array = entries.iter().map(|e| Some(e.index)).collect();
+        let rew: Float64Array = entries.iter().map(|e| (!e.reward.is_nan()).then_some(e.reward)).collect();
+        let mut state = vec![
+            list_of(&offsets, Arc::new(idx), DataType::Int64)?,
+            list_of(&offsets, Arc::new(rew), DataType::Float64)?,
+        ];
+        if let Some(texts) = &texts {
+            let text: StringArray = entries.iter().map(|e| Some(texts.get(e.slot as usize))).collect();
+            state.push(list_of(&offsets, Arc::new(text), DataType::Utf8)?);
+        }
+        if self.form.scalable {
+            state.push(Arc::new(prompt_ids.iter().map(Option::as_deref).collect::<StringArray>()));
+        }
+        Ok(state)
+    }
+
+    fn merge_lists(&mut self, values: &[ArrayRef], group_indices: &[usize]) -> Result<()> {
+        let indices = values[0].as_list::<i32>();
+        let rewards = values[1].as_list::<i32>();
+        let texts = self.form.with_text.then(|| values[2].as_list::<i32>());
+        let prompt_id_col = self.form.rest();
+        for (row, &g) in group_indices.iter().enumerate() {
+            if indices.is_null(row) {
+                continue;
+            }
+            let idx = indices.value(row);
+            let rew = rewards.value(row);
+            let idx = idx.as_primitive::<Int64Type>();
+            let rew = rew.as_primitive::<Float64Type>();
+            let txt = texts.map(|t| t.value(row));
+            for k in 0..idx.len() {
+                let reward = rew.is_valid(k).then(|| rew.value(k));
+                let text = txt.as_ref().map(|t| t.as_string::<i32>().value(k));
+                self.push(g, idx.is_valid(k).then(|| idx.value(k)), reward, text)?;
+            }
+            if self.form.scalable {
+                self.note_prompt_id(g, args::string_at(&values[prompt_id_col], row));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds a list array from per-row lists given as offsets into flat values.
+fn list_of(offsets: &[usize], values: ArrayRef, item: DataType) -> Result<ArrayRef> {
+    let offsets = OffsetBuffer::from_lengths(offsets.windows(2).map(|w| w[1] - w[0]));
+    Ok(Arc::new(ListArray::try_new(Arc::new(Field::new_list_field(item, true)), offsets, values, None)?))
+}
+
+impl GroupsAccumulator for SelectPairGroups {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.grow(total_num_groups);
+        let index = values[0].as_primitive::<Int64Type>();
+        let reward = values[1].as_primitive::<Float64Type>();
+        let prompt_id_col = self.form.rest();
+        self.group.reserve(group_indices.len());
+        self.index.reserve(group_indices.len());
+        self.reward.reserve(group_indices.len());
+        for (row, &g) in group_indices.iter().enumerate() {
+            if let Some(filter) = opt_filter
+                && !(filter.is_valid(row) && filter.value(row))
+            {
+                continue;
+            }
+            let i = index.is_valid(row).then(|| index.value(row));
+            let r = reward.is_valid(row).then(|| reward.value(row));
+            let text = if self.form.with_text { args::string_at(&values[2], row) } else { None };
+            self.push(g, i, r, text)?;
+            if self.form.scalable {
+                self.note_prompt_id(g, args::string_at(&values[prompt_id_col], row));
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let n = self.emit_count(emit_to);
+        let taken = self.take_groups(n);
+        self.finish(taken)
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let n = self.emit_count(emit_to);
+        let taken = self.take_groups(n);
+        self.state_of(taken)
+    }
+
+    fn merge_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], total_num_groups: usize) -> Result<()> {
+        self.grow(total_num_groups);
+        self.merge_lists(values, group_indices)
+    }
+
+    fn convert_to_state(&self, values: &[ArrayRef], opt_filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
+        let rows = values[0].len();
+        let keep = |row: usize| opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0usize);
+        let mut kept = Vec::with_capacity(rows);
+        for row in 0..rows {
+            if keep(row) {
+                kept.push(row as u32);
+            }
+            offsets.push(kept.len());
+        }
+        let take = UInt32Array::from(kept);
+        let taken = |i: usize, t: DataType| -> Result<ArrayRef> {
+            let column = datafusion::arrow::compute::take(&values[i], &take, None)?;
+            let column = datafusion::arrow::compute::cast(&column, &t)?;
+            list_of(&offsets, column, t)
+        };
+        let mut state = vec![taken(0, DataType::Int64)?, taken(1, DataType::Float64)?];
+        if self.form.with_text {
+            state.push(taken(2, DataType::Utf8)?);
+        }
+        if self.form.scalable {
+            let column = &values[self.form.rest()];
+            let ids: StringArray = (0..rows).map(|row| args::string_at(column, row)).collect();
+            state.push(Arc::new(ids));
+        }
+        Ok(state)
+    }
+
+    fn size(&self) -> usize {
+        self.group.capacity() * 4
+            + self.index.capacity() * 8
+            + self.reward.capacity() * 8
+            + self.texts.as_ref().map_or(0, |t| t.bytes.capacity() + t.ends.capacity() * 8)
+            + self.prompt_ids.iter().map(|p| p.as_ref().map_or(0, String::capacity) + 24).sum::<usize>()
+    }
+}
+
+/// The row accumulator (no GROUP BY, or window use): a groups accumulator with one group.
+#[derive(Debug)]
+struct SelectPairAccumulator {
+    groups: SelectPairGroups,
+}
+
+impl Accumulator for SelectPairAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let zeros = vec![0usize; values[0].len()];
+        self.groups.update_batch(values, &zeros, None, 1)
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        // Evaluate a copy: a window frame may ask again after more rows.
+        let mut copy = self.groups.clone();
+        copy.grow(1);
+        ScalarValue::try_from_array(&copy.evaluate(EmitTo::All)?, 0)
+    }
+
+    fn size(&self) -> usize {
+        self.groups.size() + size_of::<Self>()
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        let mut copy = self.groups.clone();
+        copy.grow(1);
+        copy.state(EmitTo::All)?.iter().map(|a| ScalarValue::try_from_array(a, 0)).collect()
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        self.groups.grow(1);
+        let zeros = vec![0usize; states[0].len()];
+        self.groups.merge_lists(states, &zeros)
+    }
+}
