@@ -44,7 +44,9 @@ impl Strategy {
             "positions" => Ok(Self::Positions),
             other => Err(Error::config(
                 "strategy",
-                format!("unknown strategy '{other}': use sweet-spot, max-min, scalable or positions"),
+                format!(
+                    "unknown strategy '{other}': use sweet-spot, max-min, scalable or positions"
+                ),
             )),
         }
     }
@@ -187,7 +189,10 @@ impl SelectConfig {
     /// Checks the settings and resolves the rule.
     pub fn resolve(&self) -> Result<ResolvedRule> {
         if self.ddof > 1 {
-            return Err(Error::config("ddof", format!("must be 0 or 1, got {}", self.ddof)));
+            return Err(Error::config(
+                "ddof",
+                format!("must be 0 or 1, got {}", self.ddof),
+            ));
         }
         if self.max_rows_per_file == 0 {
             return Err(Error::config("max-rows-per-file", "must be at least 1"));
@@ -201,7 +206,10 @@ impl SelectConfig {
         let rule = match self.strategy {
             Strategy::Positions => {
                 let (Some(kc), Some(kr)) = (&self.chosen_k, &self.rejected_k) else {
-                    return Err(Error::config("strategy", "'positions' needs both chosen-k and rejected-k"));
+                    return Err(Error::config(
+                        "strategy",
+                        "'positions' needs both chosen-k and rejected-k",
+                    ));
                 };
                 let label = format!("positions({},{})", kc.label(), kr.label());
                 fixed(kc.position("chosen-k")?, kr.position("rejected-k")?, &label)
@@ -214,14 +222,21 @@ impl SelectConfig {
             }
             Strategy::SweetSpot => fixed(Position::Max, Position::Sigma(-2.0), "sweet-spot"),
             Strategy::MaxMin => fixed(Position::Max, Position::Min, "max-min"),
-            Strategy::Scalable => ResolvedRule { label: "scalable".into(), positions: None, k_sql: None },
+            Strategy::Scalable => ResolvedRule {
+                label: "scalable".into(),
+                positions: None,
+                k_sql: None,
+            },
         };
         Ok(rule)
     }
 
     /// The kernel rule for positions strategies (`None` for scalable).
     pub fn pair_rule(&self) -> Result<Option<PairRule>> {
-        Ok(self.resolve()?.positions.map(|(chosen, rejected)| PairRule::Positions { chosen, rejected }))
+        Ok(self
+            .resolve()?
+            .positions
+            .map(|(chosen, rejected)| PairRule::Positions { chosen, rejected }))
     }
 }
 
@@ -358,7 +373,8 @@ pub struct JobConfig {
 
 /// Parses TOML into `T`, naming the file and the offending key on error.
 pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, source_name: &str) -> Result<T> {
-    toml::from_str(text).map_err(|e| Error::config(source_name, e.to_string().trim_end().to_string()))
+    toml::from_str(text)
+        .map_err(|e| Error::config(source_name, e.to_string().trim_end().to_string()))
 }
 
 /// Reads and parses a TOML file.
@@ -373,10 +389,16 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = parse_toml::<JobConfig>("[[stages]]\nkind = \"select\"\noutput = \"x\"\nstrategyy = \"max-min\"\n", "job.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("job.toml") && err.contains("strategyy"), "{err}");
+        let err = parse_toml::<JobConfig>(
+            "[[stages]]\nkind = \"select\"\noutput = \"x\"\nstrategyy = \"max-min\"\n",
+            "job.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("job.toml") && err.contains("strategyy"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -392,7 +414,10 @@ mod tests {
 
     #[test]
     fn k_without_positions_is_an_error() {
-        let cfg = SelectConfig { chosen_k: Some(KValue::Number(1.0)), ..SelectConfig::default() };
+        let cfg = SelectConfig {
+            chosen_k: Some(KValue::Number(1.0)),
+            ..SelectConfig::default()
+        };
         assert!(cfg.resolve().unwrap_err().to_string().contains("positions"));
     }
 }

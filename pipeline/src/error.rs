@@ -24,7 +24,9 @@ pub enum Error {
         path: String,
     },
     /// A directory that holds stage parts but no manifest: a stage that did not finish.
-    #[error("{path}: incomplete stage output (part files but no _manifest.json); rerun the stage that writes it")]
+    #[error(
+        "{path}: incomplete stage output (part files but no _manifest.json); rerun the stage that writes it"
+    )]
     IncompleteStageOutput {
         /// The directory.
         path: String,
@@ -145,7 +147,10 @@ impl Error {
             | Self::ListLengthMismatch { .. }
             | Self::EmptyInput { .. }
             | Self::InvalidData { .. } => true,
-            Self::DataFusion(e) => matches!(e.find_root(), DataFusionError::Execution(_) | DataFusionError::ParquetError(_)),
+            Self::DataFusion(e) => matches!(
+                e.find_root(),
+                DataFusionError::Execution(_) | DataFusionError::ParquetError(_)
+            ),
             Self::Config { .. } | Self::Io { .. } | Self::Arrow(_) => false,
         }
     }
@@ -158,6 +163,9 @@ impl Error {
 
     /// A configuration error.
     pub fn config(source_name: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Config { source_name: source_name.into(), message: message.into() }
+        Self::Config {
+            source_name: source_name.into(),
+            message: message.into(),
+        }
     }
 }

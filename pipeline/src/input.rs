@@ -40,16 +40,28 @@ pub fn resolve_any(spec: &str) -> Result<InputFiles> {
 fn resolve_with(spec: &str, allow_incomplete: bool) -> Result<InputFiles> {
     let path = Path::new(spec);
     if spec.contains(['*', '?', '[']) {
-        let pattern = glob::glob(spec).map_err(|e| Error::config(spec, format!("bad glob pattern: {e}")))?;
-        let mut files: Vec<PathBuf> = pattern.filter_map(std::result::Result::ok).filter(|p| p.is_file()).collect();
+        let pattern =
+            glob::glob(spec).map_err(|e| Error::config(spec, format!("bad glob pattern: {e}")))?;
+        let mut files: Vec<PathBuf> = pattern
+            .filter_map(std::result::Result::ok)
+            .filter(|p| p.is_file())
+            .collect();
         files.sort();
         if files.is_empty() {
             return Err(Error::NoInputFiles { path: spec.into() });
         }
-        return Ok(InputFiles { spec: spec.into(), files, stage_output: false });
+        return Ok(InputFiles {
+            spec: spec.into(),
+            files,
+            stage_output: false,
+        });
     }
     if path.is_file() {
-        return Ok(InputFiles { spec: spec.into(), files: vec![path.to_path_buf()], stage_output: false });
+        return Ok(InputFiles {
+            spec: spec.into(),
+            files: vec![path.to_path_buf()],
+            stage_output: false,
+        });
     }
     if !path.is_dir() {
         return Err(Error::NotFound { path: spec.into() });
@@ -57,14 +69,22 @@ fn resolve_with(spec: &str, allow_incomplete: bool) -> Result<InputFiles> {
     let manifest_path = path.join(MANIFEST_FILE);
     if manifest_path.is_file() {
         let manifest = Manifest::read(&manifest_path)?;
-        let files = manifest.parts.iter().map(|p| path.join(&p.path)).collect::<Vec<_>>();
+        let files = manifest
+            .parts
+            .iter()
+            .map(|p| path.join(&p.path))
+            .collect::<Vec<_>>();
         if let Some(missing) = files.iter().find(|f| !f.is_file()) {
             return Err(Error::InvalidData {
                 context: manifest_path.display().to_string(),
                 message: format!("lists {} but the file is missing", missing.display()),
             });
         }
-        return Ok(InputFiles { spec: spec.into(), files, stage_output: true });
+        return Ok(InputFiles {
+            spec: spec.into(),
+            files,
+            stage_output: true,
+        });
     }
     let mut files = Vec::new();
     let mut has_parts = false;
@@ -83,7 +103,11 @@ fn resolve_with(spec: &str, allow_incomplete: bool) -> Result<InputFiles> {
     if files.is_empty() {
         return Err(Error::NoInputFiles { path: spec.into() });
     }
-    Ok(InputFiles { spec: spec.into(), files, stage_output: false })
+    Ok(InputFiles {
+        spec: spec.into(),
+        files,
+        stage_output: false,
+    })
 }
 
 /// What a file's footer says.
@@ -105,11 +129,20 @@ impl FileInfo {
     pub fn read(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(Error::io(path))?;
         let bytes = file.metadata().map_err(Error::io(path))?.len();
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| Error::CorruptParquet { file: path.to_path_buf(), reason: e.to_string() })?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::CorruptParquet {
+                file: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
         let metadata = Arc::clone(builder.metadata());
         let rows = metadata.file_metadata().num_rows().max(0) as u64;
-        Ok(Self { path: path.to_path_buf(), schema: Arc::clone(builder.schema()), rows, bytes, metadata })
+        Ok(Self {
+            path: path.to_path_buf(),
+            schema: Arc::clone(builder.schema()),
+            rows,
+            bytes,
+            metadata,
+        })
     }
 
     /// `(min, max)` of a string column over the file, when every row group has statistics and
@@ -123,8 +156,12 @@ impl FileInfo {
                 .sorting_columns()
                 .and_then(|cols| cols.first())
                 .is_some_and(|c| c.column_idx as usize == leaf && !c.descending);
-            let Some(Statistics::ByteArray(stats)) = rg.column(leaf).statistics() else { return None };
-            let (Some(min), Some(max)) = (stats.min_opt(), stats.max_opt()) else { return None };
+            let Some(Statistics::ByteArray(stats)) = rg.column(leaf).statistics() else {
+                return None;
+            };
+            let (Some(min), Some(max)) = (stats.min_opt(), stats.max_opt()) else {
+                return None;
+            };
             if !declared {
                 return None;
             }
@@ -186,7 +223,9 @@ fn is_string(t: &DataType) -> bool {
 
 fn is_list_of(t: &DataType, item: impl Fn(&DataType) -> bool) -> bool {
     match t {
-        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => item(f.data_type()),
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            item(f.data_type())
+        }
         _ => false,
     }
 }
@@ -201,7 +240,11 @@ fn check_column(
     ok: impl Fn(&DataType) -> bool,
 ) -> Result<()> {
     let Ok(field) = schema.field_with_name(column) else {
-        return Err(Error::MissingColumn { file: file.to_path_buf(), column: column.into(), context: context.into() });
+        return Err(Error::MissingColumn {
+            file: file.to_path_buf(),
+            column: column.into(),
+            context: context.into(),
+        });
     };
     if !ok(field.data_type()) {
         return Err(Error::WrongType {
@@ -217,7 +260,11 @@ fn check_column(
 /// Reads every footer, detects the layout from the first file's columns and checks every file
 /// against it.
 pub fn validate(files: InputFiles, columns: &ColumnMap) -> Result<ValidatedInput> {
-    let infos = files.files.iter().map(|f| FileInfo::read(f)).collect::<Result<Vec<_>>>()?;
+    let infos = files
+        .files
+        .iter()
+        .map(|f| FileInfo::read(f))
+        .collect::<Result<Vec<_>>>()?;
     let first = &infos[0];
     let has = |name: &str| first.schema.field_with_name(name).is_ok();
     let layout = if has(&columns.scores) || has(&columns.responses) {
@@ -237,7 +284,13 @@ pub fn validate(files: InputFiles, columns: &ColumnMap) -> Result<ValidatedInput
                 columns.prompt,
                 columns.response,
                 columns.reward,
-                first.schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                first
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         });
     };
@@ -245,24 +298,60 @@ pub fn validate(files: InputFiles, columns: &ColumnMap) -> Result<ValidatedInput
     let has_response_index = layout == Layout::Long && has(&columns.response_index);
     for info in &infos {
         let (file, schema) = (info.path.as_path(), info.schema.as_ref());
-        check_column(file, schema, &columns.prompt, "the prompt text", "a string", is_string)?;
+        check_column(
+            file,
+            schema,
+            &columns.prompt,
+            "the prompt text",
+            "a string",
+            is_string,
+        )?;
         if has_prompt_id {
-            check_column(file, schema, &columns.prompt_id, "the prompt id", "a string", is_string)?;
+            check_column(
+                file,
+                schema,
+                &columns.prompt_id,
+                "the prompt id",
+                "a string",
+                is_string,
+            )?;
         }
         match layout {
             Layout::Wide => {
-                check_column(file, schema, &columns.responses, "wide layout: the responses", "a list of strings", |t| {
-                    is_list_of(t, is_string)
-                })?;
-                check_column(file, schema, &columns.scores, "wide layout: the scores", "a list of numbers", |t| {
-                    is_list_of(t, |i| i.is_numeric() || i.is_null())
-                })?;
+                check_column(
+                    file,
+                    schema,
+                    &columns.responses,
+                    "wide layout: the responses",
+                    "a list of strings",
+                    |t| is_list_of(t, is_string),
+                )?;
+                check_column(
+                    file,
+                    schema,
+                    &columns.scores,
+                    "wide layout: the scores",
+                    "a list of numbers",
+                    |t| is_list_of(t, |i| i.is_numeric() || i.is_null()),
+                )?;
             }
             Layout::Long => {
-                check_column(file, schema, &columns.response, "long layout: the response text", "a string", is_string)?;
-                check_column(file, schema, &columns.reward, "long layout: the reward", "a number", |t| {
-                    t.is_numeric() || t.is_null()
-                })?;
+                check_column(
+                    file,
+                    schema,
+                    &columns.response,
+                    "long layout: the response text",
+                    "a string",
+                    is_string,
+                )?;
+                check_column(
+                    file,
+                    schema,
+                    &columns.reward,
+                    "long layout: the reward",
+                    "a number",
+                    |t| t.is_numeric() || t.is_null(),
+                )?;
                 if has_response_index {
                     check_column(
                         file,
@@ -275,9 +364,19 @@ pub fn validate(files: InputFiles, columns: &ColumnMap) -> Result<ValidatedInput
                 }
             }
         }
-        for name in [&columns.prompt_id, &columns.prompt, &columns.response, &columns.reward, &columns.response_index, &columns.responses, &columns.scores] {
-            if let (Ok(a), Ok(b)) = (first.schema.field_with_name(name), schema.field_with_name(name))
-                && a.data_type() != b.data_type()
+        for name in [
+            &columns.prompt_id,
+            &columns.prompt,
+            &columns.response,
+            &columns.reward,
+            &columns.response_index,
+            &columns.responses,
+            &columns.scores,
+        ] {
+            if let (Ok(a), Ok(b)) = (
+                first.schema.field_with_name(name),
+                schema.field_with_name(name),
+            ) && a.data_type() != b.data_type()
             {
                 return Err(Error::SchemaMismatch {
                     file: info.path.clone(),
@@ -292,15 +391,27 @@ pub fn validate(files: InputFiles, columns: &ColumnMap) -> Result<ValidatedInput
             return Err(Error::MissingColumn {
                 file: first.path.clone(),
                 column: columns.prompt_id.clone(),
-                context: format!("present in {} but not in the first file", info.path.display()),
+                context: format!(
+                    "present in {} but not in the first file",
+                    info.path.display()
+                ),
             });
         }
     }
     let rows = infos.iter().map(|i| i.rows).sum();
     if rows == 0 {
-        return Err(Error::EmptyInput { path: files.spec.clone() });
+        return Err(Error::EmptyInput {
+            path: files.spec.clone(),
+        });
     }
-    Ok(ValidatedInput { files, infos, layout, has_prompt_id, has_response_index, rows })
+    Ok(ValidatedInput {
+        files,
+        infos,
+        layout,
+        has_prompt_id,
+        has_response_index,
+        rows,
+    })
 }
 
 impl ValidatedInput {
@@ -309,7 +420,9 @@ impl ValidatedInput {
     pub fn metadata_says_sorted(&self, prompt_id: &str) -> bool {
         let mut previous_max: Option<Vec<u8>> = None;
         for info in &self.infos {
-            let Some((min, max)) = info.sorted_range(prompt_id) else { return false };
+            let Some((min, max)) = info.sorted_range(prompt_id) else {
+                return false;
+            };
             if previous_max.as_ref().is_some_and(|prev| prev >= &min) {
                 return false;
             }

@@ -63,7 +63,11 @@ pub async fn inspect(path: &str, columns: &ColumnMap) -> Result<Summary> {
         "not a stage output".to_string()
     };
     let files = input::resolve_any(path)?;
-    let infos = files.files.iter().map(|f| input::FileInfo::read(f)).collect::<Result<Vec<_>>>()?;
+    let infos = files
+        .files
+        .iter()
+        .map(|f| input::FileInfo::read(f))
+        .collect::<Result<Vec<_>>>()?;
     let schema = &infos[0].schema;
     let has = |c: &str| schema.field_with_name(c).is_ok();
     let mut summary = Summary {
@@ -73,7 +77,11 @@ pub async fn inspect(path: &str, columns: &ColumnMap) -> Result<Summary> {
         rows: infos.iter().map(|i| i.rows).sum(),
         stage_output,
         layout: "unknown".into(),
-        columns: schema.fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect(),
+        columns: schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().to_string()))
+            .collect(),
         prompts: None,
         responses: None,
         responses_per_prompt: None,
@@ -83,13 +91,27 @@ pub async fn inspect(path: &str, columns: &ColumnMap) -> Result<Summary> {
         reward_quantiles: None,
     };
     let ctx = crate::session::new_context(0)?;
-    let paths: Vec<String> = files.files.iter().map(|p| p.display().to_string()).collect();
-    let options = datafusion::prelude::ParquetReadOptions { file_extension: "", ..Default::default() };
+    let paths: Vec<String> = files
+        .files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let options = datafusion::prelude::ParquetReadOptions {
+        file_extension: "",
+        ..Default::default()
+    };
     ctx.register_table("t", ctx.read_parquet(paths, options).await?.into_view())?;
-    let pid = if has(&columns.prompt_id) { ident(&columns.prompt_id) } else { format!("hf_prompt_id({})", ident(&columns.prompt)) };
+    let pid = if has(&columns.prompt_id) {
+        ident(&columns.prompt_id)
+    } else {
+        format!("hf_prompt_id({})", ident(&columns.prompt))
+    };
     let (values_sql, per_prompt_sql) = if has("chosen") && has("rejected") && has("rating_gap") {
         summary.layout = "pairs".into();
-        ("SELECT CAST(rating_gap AS DOUBLE) AS r FROM t".to_string(), format!("SELECT {pid} AS id, 1 AS n FROM t"))
+        (
+            "SELECT CAST(rating_gap AS DOUBLE) AS r FROM t".to_string(),
+            format!("SELECT {pid} AS id, 1 AS n FROM t"),
+        )
     } else {
         let probe = input::validate(files, columns);
         match probe.map(|v| v.layout) {
@@ -97,14 +119,21 @@ pub async fn inspect(path: &str, columns: &ColumnMap) -> Result<Summary> {
                 summary.layout = "wide".into();
                 let scores = ident(&columns.scores);
                 (
-                    format!("SELECT CAST(r AS DOUBLE) AS r FROM (SELECT unnest({scores}) AS r FROM t)"),
-                    format!("SELECT {pid} AS id, CAST(coalesce(cardinality({scores}), 0) AS BIGINT) AS n FROM t"),
+                    format!(
+                        "SELECT CAST(r AS DOUBLE) AS r FROM (SELECT unnest({scores}) AS r FROM t)"
+                    ),
+                    format!(
+                        "SELECT {pid} AS id, CAST(coalesce(cardinality({scores}), 0) AS BIGINT) AS n FROM t"
+                    ),
                 )
             }
             Ok(Layout::Long) => {
                 summary.layout = "long".into();
                 (
-                    format!("SELECT CAST({} AS DOUBLE) AS r FROM t", ident(&columns.reward)),
+                    format!(
+                        "SELECT CAST({} AS DOUBLE) AS r FROM t",
+                        ident(&columns.reward)
+                    ),
                     format!("SELECT {pid} AS id, count(*) AS n FROM t GROUP BY {pid}"),
                 )
             }

@@ -28,7 +28,12 @@ pub struct StageRun {
 }
 
 /// Runs every stage of `job`.
-pub async fn run(job: &JobConfig, source_name: &str, options: &RunOptions, force: bool) -> Result<Vec<StageRun>> {
+pub async fn run(
+    job: &JobConfig,
+    source_name: &str,
+    options: &RunOptions,
+    force: bool,
+) -> Result<Vec<StageRun>> {
     if job.stages.is_empty() {
         return Err(Error::config(source_name, "the job has no stages"));
     }
@@ -36,7 +41,11 @@ pub async fn run(job: &JobConfig, source_name: &str, options: &RunOptions, force
     let mut runs = Vec::new();
     for (i, stage) in job.stages.iter().enumerate() {
         let key = format!("{source_name}: stages[{i}] ({})", stage.kind());
-        let output = PathBuf::from(stage.output().ok_or_else(|| Error::config(&key, "missing key 'output'"))?);
+        let output = PathBuf::from(
+            stage
+                .output()
+                .ok_or_else(|| Error::config(&key, "missing key 'output'"))?,
+        );
         let run = match stage {
             StageConfig::Synth(config) => {
                 let hash = synth::synth_config_hash(config);
@@ -49,13 +58,19 @@ pub async fn run(job: &JobConfig, source_name: &str, options: &RunOptions, force
                 let input = match (&config.input, &previous) {
                     (Some(input), _) => input.clone(),
                     (None, Some(prev)) => prev.display().to_string(),
-                    (None, None) => return Err(Error::config(&key, "the first stage needs an 'input'")),
+                    (None, None) => {
+                        return Err(Error::config(&key, "the first stage needs an 'input'"));
+                    }
                 };
                 let validated = input::validate(input::resolve(&input)?, &config.columns)?;
                 let hash = select::select_config_hash(config, &validated);
                 match up_to_date(&output, "select", &hash, force)? {
                     Some(manifest) => skip("select", output.clone(), manifest),
-                    None => fresh("select", output.clone(), select::run(config, &input, &output, options).await?),
+                    None => fresh(
+                        "select",
+                        output.clone(),
+                        select::run(config, &input, &output, options).await?,
+                    ),
                 }
             }
         };
@@ -74,9 +89,19 @@ fn up_to_date(output: &Path, stage: &str, hash: &str, force: bool) -> Result<Opt
 
 fn skip(kind: &'static str, output: PathBuf, manifest: Manifest) -> StageRun {
     info!(stage = kind, output = %output.display(), "up to date (same config and inputs); skipped");
-    StageRun { kind, output, manifest, up_to_date: true }
+    StageRun {
+        kind,
+        output,
+        manifest,
+        up_to_date: true,
+    }
 }
 
 fn fresh(kind: &'static str, output: PathBuf, manifest: Manifest) -> StageRun {
-    StageRun { kind, output, manifest, up_to_date: false }
+    StageRun {
+        kind,
+        output,
+        manifest,
+        up_to_date: false,
+    }
 }

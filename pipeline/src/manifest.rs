@@ -18,8 +18,8 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
-use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::file::metadata::SortingColumn;
+use datafusion::parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -95,7 +95,11 @@ impl Manifest {
     /// Reads the manifest of a directory if there is one.
     pub fn read_dir(dir: &Path) -> Result<Option<Self>> {
         let path = dir.join(MANIFEST_FILE);
-        if path.is_file() { Self::read(&path).map(Some) } else { Ok(None) }
+        if path.is_file() {
+            Self::read(&path).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 }
 
@@ -125,7 +129,12 @@ impl StageWriter {
     /// Starts a stage output in `dir`: creates it, and deletes an old manifest first.
     /// `sorted_by` names the leading column the rows are sorted by, recorded in the Parquet
     /// metadata so that a later stage can stream instead of hashing.
-    pub fn begin(dir: &Path, schema: SchemaRef, max_rows_per_file: usize, sorted_by: Option<&str>) -> Result<Self> {
+    pub fn begin(
+        dir: &Path,
+        schema: SchemaRef,
+        max_rows_per_file: usize,
+        sorted_by: Option<&str>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
         let manifest = dir.join(MANIFEST_FILE);
         match std::fs::remove_file(&manifest) {
@@ -134,14 +143,25 @@ impl StageWriter {
             Err(e) => return Err(Error::io(&manifest)(e)),
         }
         let sorting = sorted_by.and_then(|c| schema.index_of(c).ok()).map(|i| {
-            vec![SortingColumn { column_idx: i as i32, descending: false, nulls_first: false }]
+            vec![SortingColumn {
+                column_idx: i as i32,
+                descending: false,
+                nulls_first: false,
+            }]
         });
         let properties = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(128 * 1024))
             .set_sorting_columns(sorting)
             .build();
-        Ok(Self { dir: dir.to_path_buf(), schema, max_rows_per_file, properties, parts: Vec::new(), current: None })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            schema,
+            max_rows_per_file,
+            properties,
+            parts: Vec::new(),
+            current: None,
+        })
     }
 
     /// The schema every batch must have.
@@ -160,7 +180,9 @@ impl StageWriter {
             let room = self.max_rows_per_file - part.rows as usize;
             let take = room.min(batch.num_rows() - offset);
             let slice = batch.slice(offset, take);
-            part.writer.write(&slice).map_err(|e| write_error(&part.temp, e))?;
+            part.writer
+                .write(&slice)
+                .map_err(|e| write_error(&part.temp, e))?;
             part.rows += take as u64;
             offset += take;
             if part.rows as usize >= self.max_rows_per_file {
@@ -179,21 +201,41 @@ impl StageWriter {
         let name = part_name(self.parts.len());
         let temp = self.dir.join(format!(".{name}.inprogress"));
         let file = File::create(&temp).map_err(Error::io(&temp))?;
-        let writer = ArrowWriter::try_new(file, std::sync::Arc::clone(&self.schema), Some(self.properties.clone()))
-            .map_err(|e| write_error(&temp, e))?;
-        self.current = Some(OpenPart { writer, temp, name, rows: 0 });
+        let writer = ArrowWriter::try_new(
+            file,
+            std::sync::Arc::clone(&self.schema),
+            Some(self.properties.clone()),
+        )
+        .map_err(|e| write_error(&temp, e))?;
+        self.current = Some(OpenPart {
+            writer,
+            temp,
+            name,
+            rows: 0,
+        });
         Ok(())
     }
 
     fn close_part(&mut self) -> Result<()> {
-        let Some(part) = self.current.take() else { return Ok(()) };
-        let file = part.writer.into_inner().map_err(|e| write_error(&part.temp, e))?;
+        let Some(part) = self.current.take() else {
+            return Ok(());
+        };
+        let file = part
+            .writer
+            .into_inner()
+            .map_err(|e| write_error(&part.temp, e))?;
         file.sync_all().map_err(Error::io(&part.temp))?;
         drop(file);
         let target = self.dir.join(&part.name);
         std::fs::rename(&part.temp, &target).map_err(Error::io(&target))?;
-        let bytes = std::fs::metadata(&target).map_err(Error::io(&target))?.len();
-        self.parts.push(PartInfo { path: part.name, rows: part.rows, bytes });
+        let bytes = std::fs::metadata(&target)
+            .map_err(Error::io(&target))?
+            .len();
+        self.parts.push(PartInfo {
+            path: part.name,
+            rows: part.rows,
+            bytes,
+        });
         Ok(())
     }
 
@@ -207,8 +249,14 @@ impl StageWriter {
         let listed: Vec<&str> = self.parts.iter().map(|p| p.path.as_str()).collect();
         for entry in std::fs::read_dir(&self.dir).map_err(Error::io(&self.dir))? {
             let path = entry.map_err(Error::io(&self.dir))?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-            let stale_part = name.starts_with("part-") && name.ends_with(".parquet") && !listed.contains(&name.as_str());
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            let stale_part = name.starts_with("part-")
+                && name.ends_with(".parquet")
+                && !listed.contains(&name.as_str());
             let stale_temp = name.starts_with(".part-") && name.ends_with(".inprogress");
             if stale_part || stale_temp {
                 std::fs::remove_file(&path).map_err(Error::io(&path))?;
@@ -240,10 +288,15 @@ impl Drop for StageWriter {
 }
 
 fn write_error(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) }
+    Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    }
 }
 
 /// Makes renames in `dir` durable.
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io(dir))
 }

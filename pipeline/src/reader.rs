@@ -37,15 +37,29 @@ pub struct OrderedParquet {
 
 impl OrderedParquet {
     /// A reader over `files` whose (validated) schema is `file_schema`.
-    pub fn new(files: Vec<PathBuf>, file_schema: &Schema, columns: Vec<String>, number_by: Option<String>) -> Result<Self> {
+    pub fn new(
+        files: Vec<PathBuf>,
+        file_schema: &Schema,
+        columns: Vec<String>,
+        number_by: Option<String>,
+    ) -> Result<Self> {
         let mut fields: Vec<Field> = columns
             .iter()
-            .map(|c| file_schema.field_with_name(c).map(|f| f.clone().with_nullable(true)))
+            .map(|c| {
+                file_schema
+                    .field_with_name(c)
+                    .map(|f| f.clone().with_nullable(true))
+            })
             .collect::<std::result::Result<_, _>>()?;
         if number_by.is_some() {
             fields.push(Field::new(ROW_INDEX_COLUMN, DataType::Int64, false));
         }
-        Ok(Self { files, columns, number_by, schema: Arc::new(Schema::new(fields)) })
+        Ok(Self {
+            files,
+            columns,
+            number_by,
+            schema: Arc::new(Schema::new(fields)),
+        })
     }
 
     /// The reader as a table, declared sorted by `sorted_by` when given (the caller must verify
@@ -73,7 +87,10 @@ impl PartitionStream for OrderedParquet {
         let batches = files
             .then(move |file| open(file, columns.clone(), batch_size))
             .try_flatten();
-        let mut numbering = self.number_by.as_ref().map(|c| Numbering::new(self.schema.index_of(c).unwrap_or(0)));
+        let mut numbering = self
+            .number_by
+            .as_ref()
+            .map(|c| Numbering::new(self.schema.index_of(c).unwrap_or(0)));
         let out_schema = Arc::clone(&schema);
         let stream = batches.map(move |batch| {
             let batch = batch?;
@@ -91,29 +108,44 @@ async fn open(
     file: PathBuf,
     columns: Vec<String>,
     batch_size: usize,
-) -> datafusion::error::Result<impl futures::Stream<Item = datafusion::error::Result<RecordBatch>>> {
-    let named = |e: &dyn std::fmt::Display| DataFusionError::Execution(format!("{}: {e}", file.display()));
+) -> datafusion::error::Result<impl futures::Stream<Item = datafusion::error::Result<RecordBatch>>>
+{
+    let named =
+        |e: &dyn std::fmt::Display| DataFusionError::Execution(format!("{}: {e}", file.display()));
     let handle = tokio::fs::File::open(&file).await.map_err(|e| named(&e))?;
-    let builder = ParquetRecordBatchStreamBuilder::new(handle).await.map_err(|e| named(&e))?;
+    let builder = ParquetRecordBatchStreamBuilder::new(handle)
+        .await
+        .map_err(|e| named(&e))?;
     let arrow_schema = Arc::clone(builder.schema());
     let roots: Vec<usize> = columns
         .iter()
         .map(|c| arrow_schema.index_of(c).map_err(|e| named(&e)))
         .collect::<datafusion::error::Result<_>>()?;
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
-    let stream = builder.with_projection(mask).with_batch_size(batch_size).build().map_err(|e| named(&e))?;
+    let stream = builder
+        .with_projection(mask)
+        .with_batch_size(batch_size)
+        .build()
+        .map_err(|e| named(&e))?;
     // The projection keeps file order; reorder to the requested column order.
     let projected: Vec<usize> = {
         let kept: Vec<&String> = {
             let mut sorted = roots.clone();
             sorted.sort_unstable();
-            sorted.iter().map(|&i| arrow_schema.field(i).name()).collect()
+            sorted
+                .iter()
+                .map(|&i| arrow_schema.field(i).name())
+                .collect()
         };
-        columns.iter().map(|c| kept.iter().position(|k| *k == c).unwrap_or(0)).collect()
+        columns
+            .iter()
+            .map(|c| kept.iter().position(|k| *k == c).unwrap_or(0))
+            .collect()
     };
     let path = file.clone();
     Ok(stream.map(move |batch| {
-        let batch = batch.map_err(|e| DataFusionError::Execution(format!("{}: {e}", path.display())))?;
+        let batch =
+            batch.map_err(|e| DataFusionError::Execution(format!("{}: {e}", path.display())))?;
         Ok(batch.project(&projected)?)
     }))
 }
@@ -126,14 +158,19 @@ struct Numbering {
 
 impl Numbering {
     fn new(column: usize) -> Self {
-        Self { column, seen: HashMap::new() }
+        Self {
+            column,
+            seen: HashMap::new(),
+        }
     }
 
     fn number(&mut self, ids: &ArrayRef) -> datafusion::error::Result<ArrayRef> {
         let mut out = Vec::with_capacity(ids.len());
         for i in 0..ids.len() {
             let Some(id) = string_at(ids, i) else {
-                return Err(DataFusionError::Execution("prompt_id must not be null".into()));
+                return Err(DataFusionError::Execution(
+                    "prompt_id must not be null".into(),
+                ));
             };
             let next = match self.seen.get_mut(id) {
                 Some(n) => n,

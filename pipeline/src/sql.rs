@@ -16,15 +16,25 @@ use crate::input;
 use crate::session::new_context;
 
 /// A session with the given `name=path` tables registered.
-pub async fn context_with_tables(tables: &[(String, String)], threads: usize) -> Result<SessionContext> {
+pub async fn context_with_tables(
+    tables: &[(String, String)],
+    threads: usize,
+) -> Result<SessionContext> {
     let ctx = new_context(threads)?;
     for (name, path) in tables {
         let files = input::resolve(path)?;
         for file in &files.files {
             input::FileInfo::read(file)?;
         }
-        let paths: Vec<String> = files.files.iter().map(|p| p.display().to_string()).collect();
-        let options = ParquetReadOptions { file_extension: "", ..Default::default() };
+        let paths: Vec<String> = files
+            .files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let options = ParquetReadOptions {
+            file_extension: "",
+            ..Default::default()
+        };
         let df = ctx.read_parquet(paths, options).await?;
         ctx.register_table(name.as_str(), df.into_view())?;
     }
@@ -57,19 +67,31 @@ impl OutputFormat {
 
 /// Runs `query` and streams the result into `output` (written to a temporary name, renamed
 /// when complete). Returns the number of rows.
-pub async fn write(ctx: &SessionContext, query: &str, output: &Path, format: OutputFormat) -> Result<u64> {
+pub async fn write(
+    ctx: &SessionContext,
+    query: &str,
+    output: &Path,
+    format: OutputFormat,
+) -> Result<u64> {
     let df = ctx.sql(query).await?;
     let schema = df.schema().as_arrow().clone();
     let mut stream = df.execute_stream().await?;
-    let file_name = output.file_name().and_then(|n| n.to_str()).unwrap_or("output");
+    let file_name = output
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("output");
     let temp = output.with_file_name(format!(".{file_name}.inprogress"));
     let file = File::create(&temp).map_err(Error::io(&temp))?;
-    let io_err = |e: &dyn std::fmt::Display| Error::Io { path: temp.clone(), source: std::io::Error::other(e.to_string()) };
+    let io_err = |e: &dyn std::fmt::Display| Error::Io {
+        path: temp.clone(),
+        source: std::io::Error::other(e.to_string()),
+    };
     let mut rows = 0u64;
     let result: Result<()> = async {
         match format {
             OutputFormat::Parquet => {
-                let mut writer = ArrowWriter::try_new(file, std::sync::Arc::new(schema), None).map_err(|e| io_err(&e))?;
+                let mut writer = ArrowWriter::try_new(file, std::sync::Arc::new(schema), None)
+                    .map_err(|e| io_err(&e))?;
                 while let Some(batch) = stream.next().await {
                     let batch = batch?;
                     rows += batch.num_rows() as u64;

@@ -20,7 +20,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("{}", s.path);
-    println!("  files {} | rows {} | {:.1} MiB | {}", s.files, s.rows, s.bytes as f64 / 1048576.0, s.stage_output);
+    println!(
+        "  files {} | rows {} | {:.1} MiB | {}",
+        s.files,
+        s.rows,
+        s.bytes as f64 / 1048576.0,
+        s.stage_output
+    );
     println!("  layout {}", s.layout);
     let cols: Vec<String> = s.columns.iter().map(|(n, t)| format!("{n}: {t}")).collect();
     println!("  columns {}", cols.join(", "));
@@ -31,11 +37,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         println!("  responses {r} | per prompt min {min} median {median} max {max}");
     }
     if let (Some(n), Some(nan), Some(inf)) = (s.null_rewards, s.nan_rewards, s.infinite_rewards) {
-        let what = if s.layout == "pairs" { "rating gaps" } else { "rewards" };
+        let what = if s.layout == "pairs" {
+            "rating gaps"
+        } else {
+            "rewards"
+        };
         println!("  {what}: null {n}, NaN {nan}, ±inf {inf}");
     }
     if let Some(q) = &s.reward_quantiles {
-        let qs: Vec<String> = q.iter().map(|(q, v)| format!("p{:.0} {v:.4}", q * 100.0)).collect();
+        let qs: Vec<String> = q
+            .iter()
+            .map(|(q, v)| format!("p{:.0} {v:.4}", q * 100.0))
+            .collect();
         println!("  quantiles {}", qs.join(", "));
     }
     Ok(())

@@ -22,7 +22,11 @@ pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     let runs = job::run(&config, &source, &RunOptions { threads }, args.force).await?;
     for stage in &runs {
         let output = stage.output.display().to_string();
-        let state = if stage.up_to_date { " (up to date, not rerun)" } else { "" };
+        let state = if stage.up_to_date {
+            " (up to date, not rerun)"
+        } else {
+            ""
+        };
         match stage.kind {
             "select" => {
                 super::select::print_summary(&output, &stage.manifest);

@@ -75,8 +75,16 @@ pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     if let Some(output) = &args.output {
         config.output = Some(output.display().to_string());
     }
-    let input = config.input.clone().context("missing --input (or `input` in --config)")?;
-    let output = PathBuf::from(config.output.clone().context("missing --output (or `output` in --config)")?);
+    let input = config
+        .input
+        .clone()
+        .context("missing --input (or `input` in --config)")?;
+    let output = PathBuf::from(
+        config
+            .output
+            .clone()
+            .context("missing --output (or `output` in --config)")?,
+    );
     let manifest = select::run(&config, &input, &output, &RunOptions { threads }).await?;
     print_summary(&output.display().to_string(), &manifest);
     Ok(())
@@ -85,7 +93,11 @@ pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
 /// Prints what a `select` stage wrote: pairs, skips by reason, mean scores.
 pub fn print_summary(output: &str, manifest: &Manifest) {
     let stat = |key: &str| manifest.stats.get(key).cloned().unwrap_or_default();
-    let number = |key: &str| stat(key).as_f64().map_or("-".to_string(), |v| format!("{v:.3}"));
+    let number = |key: &str| {
+        stat(key)
+            .as_f64()
+            .map_or("-".to_string(), |v| format!("{v:.3}"))
+    };
     println!(
         "select: {} pairs written to {output} ({} part{}), strategy {}",
         manifest.rows,
@@ -96,9 +108,18 @@ pub fn print_summary(output: &str, manifest: &Manifest) {
     let skipped = stat("skipped");
     let reasons = skipped
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "))
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
         .unwrap_or_default();
-    println!("  prompts {} | skipped: {reasons} | invalid rewards {}", stat("prompts"), stat("invalid_rewards"));
+    println!(
+        "  prompts {} | skipped: {reasons} | invalid rewards {}",
+        stat("prompts"),
+        stat("invalid_rewards")
+    );
     println!(
         "  mean score: chosen {}, rejected {}, gap {}",
         number("mean_score_chosen"),

@@ -20,7 +20,9 @@ pub struct Args {
 }
 
 fn parse_table(text: &str) -> Result<(String, String), String> {
-    let (name, path) = text.split_once('=').ok_or_else(|| format!("'{text}' is not NAME=PATH"))?;
+    let (name, path) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}' is not NAME=PATH"))?;
     if name.is_empty() || path.is_empty() {
         return Err(format!("'{text}' is not NAME=PATH"));
     }
@@ -36,7 +38,10 @@ pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
         }
         None => {
             let batches = sql::collect(&ctx, &args.query).await?;
-            println!("{}", pretty_format_batches(&batches).context("formatting the result")?);
+            println!(
+                "{}",
+                pretty_format_batches(&batches).context("formatting the result")?
+            );
         }
     }
     Ok(())

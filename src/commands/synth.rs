@@ -59,6 +59,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
     };
     let manifest = synth::run(&config, &args.output)?;
-    println!("synth: {} rows in {} parts written to {}", manifest.rows, manifest.parts.len(), args.output.display());
+    println!(
+        "synth: {} rows in {} parts written to {}",
+        manifest.rows,
+        manifest.parts.len(),
+        args.output.display()
+    );
     Ok(())
 }

@@ -7,10 +7,17 @@ use crate::common::{data, manifest, ok, prefsmith, prefsmith_in, repo, tempdir};
 
 /// `configs/quickstart.toml` with its output redirected into `dir`.
 fn quickstart_in(dir: &Path) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(repo().join("configs/quickstart.toml")).expect("quickstart config");
-    assert!(text.contains("out/quickstart/pairs"), "the quickstart writes out/quickstart/pairs");
+    let text =
+        std::fs::read_to_string(repo().join("configs/quickstart.toml")).expect("quickstart config");
+    assert!(
+        text.contains("out/quickstart/pairs"),
+        "the quickstart writes out/quickstart/pairs"
+    );
     let text = text
-        .replace("out/quickstart/pairs", &dir.join("pairs").display().to_string())
+        .replace(
+            "out/quickstart/pairs",
+            &dir.join("pairs").display().to_string(),
+        )
         .replace("\"data/", &format!("\"{}/data/", repo().display()));
     let job = dir.join("quickstart.toml");
     std::fs::write(&job, text).expect("write job");
@@ -34,12 +41,22 @@ fn quickstart_job_writes_pairs_and_summary() {
     let before = std::fs::read(dir.path().join("pairs/_manifest.json")).expect("manifest");
     let stdout = ok(&prefsmith(&["run", job.to_str().expect("utf-8")]));
     assert!(stdout.contains("up to date"), "{stdout}");
-    assert_eq!(before, std::fs::read(dir.path().join("pairs/_manifest.json")).expect("manifest"));
+    assert_eq!(
+        before,
+        std::fs::read(dir.path().join("pairs/_manifest.json")).expect("manifest")
+    );
 
     // --force recomputes, with identical parts.
     let part_before = std::fs::read(dir.path().join("pairs/part-00000.parquet")).expect("part");
-    ok(&prefsmith(&["run", "--force", job.to_str().expect("utf-8")]));
-    assert_eq!(part_before, std::fs::read(dir.path().join("pairs/part-00000.parquet")).expect("part"));
+    ok(&prefsmith(&[
+        "run",
+        "--force",
+        job.to_str().expect("utf-8"),
+    ]));
+    assert_eq!(
+        part_before,
+        std::fs::read(dir.path().join("pairs/part-00000.parquet")).expect("part")
+    );
 }
 
 #[test]
@@ -48,33 +65,85 @@ fn rerun_removes_stale_parts_and_is_deterministic() {
     let out = dir.path().join("pairs");
     let out_s = out.to_str().expect("utf-8");
     let arena = data("arena_bench_v1_scored.parquet");
-    ok(&prefsmith(&["select", "--input", &arena, "--output", out_s, "--max-rows-per-file", "50"]));
+    ok(&prefsmith(&[
+        "select",
+        "--input",
+        &arena,
+        "--output",
+        out_s,
+        "--max-rows-per-file",
+        "50",
+    ]));
     assert_eq!(manifest(&out)["parts"].as_array().expect("parts").len(), 6);
     let first = std::fs::read(out.join("part-00000.parquet")).expect("part");
-    ok(&prefsmith(&["select", "--input", &arena, "--output", out_s, "--max-rows-per-file", "100"]));
+    ok(&prefsmith(&[
+        "select",
+        "--input",
+        &arena,
+        "--output",
+        out_s,
+        "--max-rows-per-file",
+        "100",
+    ]));
     let m = manifest(&out);
     assert_eq!(m["parts"].as_array().expect("parts").len(), 3);
-    assert!(!out.join("part-00005.parquet").exists(), "a stale part survived the rerun");
+    assert!(
+        !out.join("part-00005.parquet").exists(),
+        "a stale part survived the rerun"
+    );
     let mut names: Vec<String> = std::fs::read_dir(&out)
         .expect("dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["_manifest.json", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]);
+    assert_eq!(
+        names,
+        [
+            "_manifest.json",
+            "part-00000.parquet",
+            "part-00001.parquet",
+            "part-00002.parquet"
+        ]
+    );
     // Same config, same rows: the first 50 rows are the start of the first 100.
-    ok(&prefsmith(&["select", "--input", &arena, "--output", out_s, "--max-rows-per-file", "50"]));
-    assert_eq!(first, std::fs::read(out.join("part-00000.parquet")).expect("part"));
+    ok(&prefsmith(&[
+        "select",
+        "--input",
+        &arena,
+        "--output",
+        out_s,
+        "--max-rows-per-file",
+        "50",
+    ]));
+    assert_eq!(
+        first,
+        std::fs::read(out.join("part-00000.parquet")).expect("part")
+    );
 }
 
 #[test]
 fn pair_table_contract_columns_and_order() {
     let dir = tempdir();
     let out = dir.path().join("pairs");
-    ok(&prefsmith(&["select", "--input", &data("arena_bench_v1_scored.parquet"), "--output", out.to_str().expect("utf-8")]));
+    ok(&prefsmith(&[
+        "select",
+        "--input",
+        &data("arena_bench_v1_scored.parquet"),
+        "--output",
+        out.to_str().expect("utf-8"),
+    ]));
     let query = "SELECT count(*) AS n, count(DISTINCT prompt_id) AS ids, min(rating_gap) > 0 AS positive_gaps, \
                  bool_and(length(prompt_id) = 64) AS sha_ids, min(strategy) AS s, max(strategy) AS s2 FROM pairs";
-    let stdout = ok(&prefsmith(&["sql", query, "--table", &format!("pairs={}", out.display())]));
-    assert!(stdout.contains("| 299 | 299 | true          | true    | sweet-spot | sweet-spot |"), "{stdout}");
+    let stdout = ok(&prefsmith(&[
+        "sql",
+        query,
+        "--table",
+        &format!("pairs={}", out.display()),
+    ]));
+    assert!(
+        stdout.contains("| 299 | 299 | true          | true    | sweet-spot | sweet-spot |"),
+        "{stdout}"
+    );
     let columns = ok(&prefsmith(&[
         "sql",
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'pairs'",
@@ -82,10 +151,24 @@ fn pair_table_contract_columns_and_order() {
         &format!("pairs={}", out.display()),
     ]));
     for column in [
-        "prompt_id", "prompt", "chosen", "rejected", "score_chosen", "score_rejected", "rating_gap", "chosen_index",
-        "rejected_index", "reward_mean", "reward_std", "n_valid", "strategy",
+        "prompt_id",
+        "prompt",
+        "chosen",
+        "rejected",
+        "score_chosen",
+        "score_rejected",
+        "rating_gap",
+        "chosen_index",
+        "rejected_index",
+        "reward_mean",
+        "reward_std",
+        "n_valid",
+        "strategy",
     ] {
-        assert!(columns.contains(&format!("| {column} ")), "missing {column}:\n{columns}");
+        assert!(
+            columns.contains(&format!("| {column} ")),
+            "missing {column}:\n{columns}"
+        );
     }
 }
 
@@ -99,7 +182,10 @@ fn sql_command_runs_udfs_on_the_data() {
         "--table",
         &arena,
     ]));
-    assert!(stdout.contains("| 299 |") && stdout.contains("| zero-std | 1   |"), "{stdout}");
+    assert!(
+        stdout.contains("| 299 |") && stdout.contains("| zero-std | 1   |"),
+        "{stdout}"
+    );
 
     // --output writes Parquet or CSV.
     let dir = tempdir();
@@ -125,21 +211,42 @@ fn synth_is_deterministic_and_layouts_agree() {
     let run = |name: &str, layout: &str, shards: &str| {
         let out = dir.path().join(name);
         ok(&prefsmith(&[
-            "synth", "--prompts", "500", "--responses", "6", "--shards", shards, "--layout", layout, "--seed", "4",
-            "--output", out.to_str().expect("utf-8"),
+            "synth",
+            "--prompts",
+            "500",
+            "--responses",
+            "6",
+            "--shards",
+            shards,
+            "--layout",
+            layout,
+            "--seed",
+            "4",
+            "--output",
+            out.to_str().expect("utf-8"),
         ]));
         out
     };
     let a = run("a", "long", "2");
     let b = run("b", "long", "2");
     for part in ["part-00000.parquet", "part-00001.parquet"] {
-        assert_eq!(std::fs::read(a.join(part)).expect("part"), std::fs::read(b.join(part)).expect("part"), "{part}");
+        assert_eq!(
+            std::fs::read(a.join(part)).expect("part"),
+            std::fs::read(b.join(part)).expect("part"),
+            "{part}"
+        );
     }
     let wide = run("w", "wide", "1");
     // The same data in both layouts gives the same pairs.
     let pairs = |input: &Path, name: &str| {
         let out = dir.path().join(name);
-        ok(&prefsmith(&["select", "--input", input.to_str().expect("utf-8"), "--output", out.to_str().expect("utf-8")]));
+        ok(&prefsmith(&[
+            "select",
+            "--input",
+            input.to_str().expect("utf-8"),
+            "--output",
+            out.to_str().expect("utf-8"),
+        ]));
         let m = manifest(&out);
         assert_eq!(m["stats"]["prompts"], 500);
         ok(&prefsmith(&[
@@ -151,22 +258,43 @@ fn synth_is_deterministic_and_layouts_agree() {
     };
     let long_pairs = pairs(&a, "pa");
     assert_eq!(long_pairs, pairs(&wide, "pw"));
-    assert_eq!(manifest(&dir.path().join("pa"))["stats"]["plan"], "long-streaming");
+    assert_eq!(
+        manifest(&dir.path().join("pa"))["stats"]["plan"],
+        "long-streaming"
+    );
 }
 
 #[test]
 fn inspect_summarises_datasets() {
-    let stdout = ok(&prefsmith(&["inspect", &data("arena_bench_v1_scored.parquet")]));
+    let stdout = ok(&prefsmith(&[
+        "inspect",
+        &data("arena_bench_v1_scored.parquet"),
+    ]));
     assert!(stdout.contains("layout wide"), "{stdout}");
     assert!(stdout.contains("prompts 300"), "{stdout}");
-    assert!(stdout.contains("responses 4200 | per prompt min 14 median 14 max 14"), "{stdout}");
-    assert!(stdout.contains("rewards: null 37, NaN 0, ±inf 0"), "{stdout}");
+    assert!(
+        stdout.contains("responses 4200 | per prompt min 14 median 14 max 14"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("rewards: null 37, NaN 0, ±inf 0"),
+        "{stdout}"
+    );
     assert!(stdout.contains("p50 "), "{stdout}");
     let dir = tempdir();
     let out = dir.path().join("pairs");
-    ok(&prefsmith(&["select", "--input", &data("arena_bench_v1_scored.parquet"), "--output", out.to_str().expect("utf-8")]));
+    ok(&prefsmith(&[
+        "select",
+        "--input",
+        &data("arena_bench_v1_scored.parquet"),
+        "--output",
+        out.to_str().expect("utf-8"),
+    ]));
     let stdout = ok(&prefsmith(&["inspect", out.to_str().expect("utf-8")]));
-    assert!(stdout.contains("complete (stage select, 1 parts)") && stdout.contains("layout pairs"), "{stdout}");
+    assert!(
+        stdout.contains("complete (stage select, 1 parts)") && stdout.contains("layout pairs"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -184,16 +312,26 @@ fn job_chains_stages_and_resumes_after_a_failed_stage() {
         .expect("write job");
     };
     write_job("no-such-strategy");
-    let stderr = String::from_utf8_lossy(&prefsmith_in(dir.path(), &["run", "job.toml"]).stderr).into_owned();
+    let stderr = String::from_utf8_lossy(&prefsmith_in(dir.path(), &["run", "job.toml"]).stderr)
+        .into_owned();
     assert!(stderr.contains("no-such-strategy"), "{stderr}");
     write_job("max-min");
     let stdout = ok(&prefsmith_in(dir.path(), &["run", "job.toml"]));
-    assert!(stdout.contains("synth: 1000 rows") && stdout.contains("strategy max-min"), "{stdout}");
+    assert!(
+        stdout.contains("synth: 1000 rows") && stdout.contains("strategy max-min"),
+        "{stdout}"
+    );
     let synth_manifest = std::fs::read(dir.path().join("data/_manifest.json")).expect("manifest");
     // Change only the select stage: synth is up to date and not rerun.
     write_job("sweet-spot");
     let stdout = ok(&prefsmith_in(dir.path(), &["run", "job.toml"]));
-    assert!(stdout.contains("synth: 1000 rows in data (up to date, not rerun)"), "{stdout}");
+    assert!(
+        stdout.contains("synth: 1000 rows in data (up to date, not rerun)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("strategy sweet-spot"), "{stdout}");
-    assert_eq!(synth_manifest, std::fs::read(dir.path().join("data/_manifest.json")).expect("manifest"));
+    assert_eq!(
+        synth_manifest,
+        std::fs::read(dir.path().join("data/_manifest.json")).expect("manifest")
+    );
 }

@@ -69,13 +69,30 @@ pub fn python() -> &'static Path {
         let stamp = venv.join("requirements.txt");
         let wanted = std::fs::read_to_string(&requirements).expect("tests/python/requirements.txt");
         if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
-            let status = Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv).status();
-            assert!(status.is_ok_and(|s| s.success()), "python3 -m venv failed: install python3 with venv support");
+            let status = Command::new("python3")
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv)
+                .status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "python3 -m venv failed: install python3 with venv support"
+            );
             let status = Command::new(&python)
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-r",
+                ])
                 .arg(&requirements)
                 .status();
-            assert!(status.is_ok_and(|s| s.success()), "pip install -r {} failed", requirements.display());
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "pip install -r {} failed",
+                requirements.display()
+            );
             std::fs::write(&stamp, wanted).expect("write the venv stamp");
         }
         python

@@ -31,8 +31,22 @@ const STRATEGIES: &[&[&str]] = &[
     &["--strategy", "max-min"],
     &["--strategy", "scalable"],
     &["--strategy", "scalable", "--seed", "3"],
-    &["--strategy", "positions", "--chosen-k", "1", "--rejected-k", "-1"],
-    &["--strategy", "positions", "--chosen-k", "2", "--rejected-k", "-inf"],
+    &[
+        "--strategy",
+        "positions",
+        "--chosen-k",
+        "1",
+        "--rejected-k",
+        "-1",
+    ],
+    &[
+        "--strategy",
+        "positions",
+        "--chosen-k",
+        "2",
+        "--rejected-k",
+        "-inf",
+    ],
     &["--strategy", "sweet-spot", "--ddof", "1"],
 ];
 
@@ -84,10 +98,26 @@ fn synthetic_long_and_wide_streaming_and_hash() {
         let synth = dir.path().join(layout);
         let synth = synth.to_str().expect("utf-8 path");
         ok(&prefsmith(&[
-            "synth", "--prompts", "3000", "--responses", "9", "--shards", "3", "--layout", layout, "--output", synth,
-            "--null-fraction", "0.05", "--seed", "11",
+            "synth",
+            "--prompts",
+            "3000",
+            "--responses",
+            "9",
+            "--shards",
+            "3",
+            "--layout",
+            layout,
+            "--output",
+            synth,
+            "--null-fraction",
+            "0.05",
+            "--seed",
+            "11",
         ]));
-        for args in [&["--strategy", "sweet-spot"][..], &["--strategy", "scalable", "--seed", "5"][..]] {
+        for args in [
+            &["--strategy", "sweet-spot"][..],
+            &["--strategy", "scalable", "--seed", "5"][..],
+        ] {
             // Sorted synthetic data: the streaming plan; then the hash plan, forced.
             select_matches_reference(synth, args);
             select_matches_reference_with(synth, args, &["--input-sorted", "false"]);

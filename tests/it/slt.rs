@@ -31,20 +31,33 @@ impl AsyncDB for Prefsmith {
                 .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
                 .collect::<Result<Vec<_>, _>>()?;
             for row in 0..batch.num_rows() {
-                rows.push(formatters.iter().map(|f| f.value(row).to_string()).collect());
+                rows.push(
+                    formatters
+                        .iter()
+                        .map(|f| f.value(row).to_string())
+                        .collect(),
+                );
             }
         }
         if width == 0 || (rows.is_empty() && is_statement(sql)) {
             return Ok(DBOutput::StatementComplete(0));
         }
-        Ok(DBOutput::Rows { types: vec![DefaultColumnType::Any; width], rows })
+        Ok(DBOutput::Rows {
+            types: vec![DefaultColumnType::Any; width],
+            rows,
+        })
     }
 
     async fn shutdown(&mut self) {}
 }
 
 fn is_statement(sql: &str) -> bool {
-    let first = sql.trim_start().split_whitespace().next().unwrap_or_default().to_ascii_uppercase();
+    let first = sql
+        .trim_start()
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
     matches!(first.as_str(), "CREATE" | "DROP" | "INSERT" | "SET")
 }
 
@@ -57,7 +70,11 @@ async fn sql_logic_tests() {
         .filter(|p| p.extension().is_some_and(|e| e == "slt"))
         .collect();
     files.sort();
-    assert!(files.len() >= 4, "expected the .slt files in {}", dir.display());
+    assert!(
+        files.len() >= 4,
+        "expected the .slt files in {}",
+        dir.display()
+    );
     let mut failures = Vec::new();
     for file in &files {
         let mut runner = sqllogictest::Runner::new(|| async {

@@ -436,6 +436,10 @@ def select_one(p: Prompt, strat: Strategy) -> tuple[Optional[dict], Optional[str
     if max(rewards) == min(rewards):
         return None, "zero-std"
     mu, sigma = mean_std(rewards, strat.ddof)
+    if sigma == 0.0:
+        # Distinct rewards whose squared deviations underflow (e.g. 1e-300 apart): the computed
+        # σ is 0, and the spec skips every prompt with σ = 0.
+        return None, "zero-std"
 
     if strat.name == "scalable":
         ci, cr = pick_nearest(valid, math.inf, mu, sigma)

@@ -28,7 +28,9 @@ impl FromStr for DeviceSpec {
             "wgpu" => Ok(Self::Wgpu),
             other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(index)) => Ok(Self::Cuda(index)),
-                _ => Err(format!("unknown device '{other}': use cpu, cuda, cuda:N or wgpu")),
+                _ => Err(format!(
+                    "unknown device '{other}': use cpu, cuda, cuda:N or wgpu"
+                )),
             },
         }
     }
@@ -54,7 +56,10 @@ impl DeviceSpec {
             #[cfg(feature = "wgpu")]
             Self::Wgpu => Ok(Device::wgpu(Default::default())),
             #[allow(unreachable_patterns)]
-            other => Err(format!("device '{other}' needs prefsmith built with --features {}", other.feature())),
+            other => Err(format!(
+                "device '{other}' needs prefsmith built with --features {}",
+                other.feature()
+            )),
         }
     }
 

@@ -28,7 +28,8 @@ pub struct PairLogps {
 impl PairLogps {
     /// The DPO logit `h` per pair, `[batch]`.
     pub fn logit(&self) -> Tensor<1> {
-        (self.policy_chosen.clone() - self.ref_chosen.clone()) - (self.policy_rejected.clone() - self.ref_rejected.clone())
+        (self.policy_chosen.clone() - self.ref_chosen.clone())
+            - (self.policy_rejected.clone() - self.ref_rejected.clone())
     }
 
     /// Mean sigmoid DPO loss `−log σ(β·h)`.
@@ -69,7 +70,12 @@ mod tests {
         let expected = (1.0f32 + (-0.3f32).exp()).ln();
         assert!((scalar(logps.dpo_loss(0.1)) - expected).abs() < 1e-6);
         // At h = 0 the loss is ln 2.
-        let even = PairLogps { policy_chosen: t(&[0.0]), policy_rejected: t(&[0.0]), ref_chosen: t(&[0.0]), ref_rejected: t(&[0.0]) };
+        let even = PairLogps {
+            policy_chosen: t(&[0.0]),
+            policy_rejected: t(&[0.0]),
+            ref_chosen: t(&[0.0]),
+            ref_rejected: t(&[0.0]),
+        };
         assert!((scalar(even.dpo_loss(0.1)) - std::f32::consts::LN_2).abs() < 1e-6);
     }
 }

@@ -33,8 +33,12 @@ use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
 /// Every scalar function of this crate.
 pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
     vec![
-        Arc::new(ScalarUDF::from(scalar::select_pair_list::SelectPairList::positions())),
-        Arc::new(ScalarUDF::from(scalar::select_pair_list::SelectPairList::scalable())),
+        Arc::new(ScalarUDF::from(
+            scalar::select_pair_list::SelectPairList::positions(),
+        )),
+        Arc::new(ScalarUDF::from(
+            scalar::select_pair_list::SelectPairList::scalable(),
+        )),
         Arc::new(ScalarUDF::from(scalar::hf_prompt_id::HfPromptId::default())),
     ]
 }
@@ -42,17 +46,29 @@ pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
 /// Every aggregate function of this crate.
 pub fn aggregate_functions() -> Vec<Arc<AggregateUDF>> {
     vec![
-        Arc::new(AggregateUDF::from(aggregate::select_pair::SelectPair::positions())),
-        Arc::new(AggregateUDF::from(aggregate::select_pair::SelectPair::scalable())),
-        Arc::new(AggregateUDF::from(aggregate::select_pair::SelectPair::positions_with_text())),
-        Arc::new(AggregateUDF::from(aggregate::select_pair::SelectPair::scalable_with_text())),
-        Arc::new(AggregateUDF::from(aggregate::reward_stats::RewardStatsUdaf::default())),
+        Arc::new(AggregateUDF::from(
+            aggregate::select_pair::SelectPair::positions(),
+        )),
+        Arc::new(AggregateUDF::from(
+            aggregate::select_pair::SelectPair::scalable(),
+        )),
+        Arc::new(AggregateUDF::from(
+            aggregate::select_pair::SelectPair::positions_with_text(),
+        )),
+        Arc::new(AggregateUDF::from(
+            aggregate::select_pair::SelectPair::scalable_with_text(),
+        )),
+        Arc::new(AggregateUDF::from(
+            aggregate::reward_stats::RewardStatsUdaf::default(),
+        )),
     ]
 }
 
 /// Every window function of this crate.
 pub fn window_functions() -> Vec<Arc<WindowUDF>> {
-    vec![Arc::new(WindowUDF::from(window::reward_zscore::RewardZscore::default()))]
+    vec![Arc::new(WindowUDF::from(
+        window::reward_zscore::RewardZscore::default(),
+    ))]
 }
 
 /// Registers every function of this crate (e.g. on a `SessionContext`), replacing any

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Float64Builder, Int64Builder, StringBuilder, StructArray};
+use datafusion::arrow::array::{
+    ArrayRef, Float64Builder, Int64Builder, StringBuilder, StructArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
 
 use crate::selection::Selection;
@@ -77,7 +79,12 @@ impl PairStructBuilder {
 
     /// Appends one prompt's outcome with the texts of its chosen and rejected responses (used
     /// only when the builder has text fields).
-    pub fn append_with_texts(&mut self, selection: &Selection, chosen: Option<&str>, rejected: Option<&str>) {
+    pub fn append_with_texts(
+        &mut self,
+        selection: &Selection,
+        chosen: Option<&str>,
+        rejected: Option<&str>,
+    ) {
         self.append(selection);
         if let Some((c, r)) = &mut self.texts {
             c.append_option(chosen);
@@ -104,8 +111,10 @@ impl PairStructBuilder {
                 self.skip_reason.append_value(reason.as_str());
             }
         }
-        self.reward_mean.append_option(stats.mean.is_finite().then_some(stats.mean));
-        self.reward_std.append_option(stats.std.is_finite().then_some(stats.std));
+        self.reward_mean
+            .append_option(stats.mean.is_finite().then_some(stats.mean));
+        self.reward_std
+            .append_option(stats.std.is_finite().then_some(stats.std));
         self.n_valid.append_value(stats.n_valid as i64);
         self.n_responses.append_value(stats.n as i64);
     }

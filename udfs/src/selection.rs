@@ -83,7 +83,9 @@ impl Position {
             "min" | "-inf" | "-infinity" => Ok(Self::Min),
             other => other
                 .parse::<f64>()
-                .map_err(|_| format!("'{text}' is not a position: use a number, +inf, -inf, max or min"))
+                .map_err(|_| {
+                    format!("'{text}' is not a position: use a number, +inf, -inf, max or min")
+                })
                 .and_then(Self::from_k),
         }
     }
@@ -159,7 +161,12 @@ pub fn reward_stats(responses: &[(i64, f64)], ddof: u32) -> RewardStats {
     }
     let n = responses.len() as u64;
     if n_valid == 0 {
-        return RewardStats { n, n_valid, mean: f64::NAN, std: f64::NAN };
+        return RewardStats {
+            n,
+            n_valid,
+            mean: f64::NAN,
+            std: f64::NAN,
+        };
     }
     let mean = sum / n_valid as f64;
     let std = if max == min {
@@ -174,7 +181,12 @@ pub fn reward_stats(responses: &[(i64, f64)], ddof: u32) -> RewardStats {
             .fold(0.0, |acc, sq| acc + sq);
         (squares / (n_valid - u64::from(ddof)) as f64).sqrt()
     };
-    RewardStats { n, n_valid, mean, std }
+    RewardStats {
+        n,
+        n_valid,
+        mean,
+        std,
+    }
 }
 
 /// Selects the pair of one prompt. `responses` holds `(response_index, reward)` sorted by
@@ -212,7 +224,12 @@ fn pick(responses: &[(i64, f64)], rule: PairRule, stats: &RewardStats) -> Result
     if rejected.1 >= chosen.1 {
         return Err(SkipReason::NoMargin);
     }
-    Ok(Pair { chosen_index: chosen.0, rejected_index: rejected.0, score_chosen: chosen.1, score_rejected: rejected.1 })
+    Ok(Pair {
+        chosen_index: chosen.0,
+        rejected_index: rejected.0,
+        score_chosen: chosen.1,
+        score_rejected: rejected.1,
+    })
 }
 
 /// The valid response nearest `position`, skipping index `exclude`; ties go to the lowest index.
@@ -245,7 +262,11 @@ fn nearest(
 /// The seeded random subset of at most 5 valid responses for the `scalable` rule, returned in
 /// ascending index order (so the tie rule of [`nearest`] still means "lowest index").
 fn scalable_subset(responses: &[(i64, f64)], seed: u64) -> Vec<(i64, f64)> {
-    let mut valid: Vec<(i64, f64)> = responses.iter().copied().filter(|(_, r)| r.is_finite()).collect();
+    let mut valid: Vec<(i64, f64)> = responses
+        .iter()
+        .copied()
+        .filter(|(_, r)| r.is_finite())
+        .collect();
     let n = valid.len();
     let take = n.min(SCALABLE_SUBSET_SIZE);
     let mut rng = SplitMix64::new(seed);
@@ -304,7 +325,10 @@ pub fn sort_and_check(responses: &mut [(i64, f64)]) -> Result<(), String> {
         return Err(format!("response_index {first} is negative"));
     }
     if let Some(w) = responses.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(format!("response_index {} appears twice for one prompt", w[0].0));
+        return Err(format!(
+            "response_index {} appears twice for one prompt",
+            w[0].0
+        ));
     }
     Ok(())
 }
@@ -325,10 +349,17 @@ mod tests {
     use super::*;
 
     fn indexed(rewards: &[f64]) -> Vec<(i64, f64)> {
-        rewards.iter().enumerate().map(|(i, &r)| (i as i64, r)).collect()
+        rewards
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| (i as i64, r))
+            .collect()
     }
 
-    const SWEET: PairRule = PairRule::Positions { chosen: Position::Max, rejected: Position::Sigma(-2.0) };
+    const SWEET: PairRule = PairRule::Positions {
+        chosen: Position::Max,
+        rejected: Position::Sigma(-2.0),
+    };
 
     #[test]
     fn sweet_spot_hand_computed() {
@@ -343,24 +374,44 @@ mod tests {
     #[test]
     fn nearest_ties_go_to_lowest_index() {
         // μ = 2.5, σ = 1.5 → μ − 2σ = −0.5; rewards 1 at indices 1 and 3: pick 1. Max 4 at 0 and 2: pick 0.
-        let p = select(&indexed(&[4.0, 1.0, 4.0, 1.0]), SWEET, 0).pair.unwrap();
+        let p = select(&indexed(&[4.0, 1.0, 4.0, 1.0]), SWEET, 0)
+            .pair
+            .unwrap();
         assert_eq!((p.chosen_index, p.rejected_index), (0, 1));
     }
 
     #[test]
     fn skips() {
-        assert_eq!(select(&indexed(&[1.0]), SWEET, 0).pair, Err(SkipReason::TooFewValid));
-        assert_eq!(select(&indexed(&[1.0, f64::NAN, f64::INFINITY]), SWEET, 0).pair, Err(SkipReason::TooFewValid));
-        assert_eq!(select(&indexed(&[0.1, 0.1, 0.1]), SWEET, 0).pair, Err(SkipReason::ZeroStd));
+        assert_eq!(
+            select(&indexed(&[1.0]), SWEET, 0).pair,
+            Err(SkipReason::TooFewValid)
+        );
+        assert_eq!(
+            select(&indexed(&[1.0, f64::NAN, f64::INFINITY]), SWEET, 0).pair,
+            Err(SkipReason::TooFewValid)
+        );
+        assert_eq!(
+            select(&indexed(&[0.1, 0.1, 0.1]), SWEET, 0).pair,
+            Err(SkipReason::ZeroStd)
+        );
         // Chosen near μ+0σ and rejected at max: rejected ≥ chosen → no-margin.
-        let rule = PairRule::Positions { chosen: Position::Sigma(0.0), rejected: Position::Max };
-        assert_eq!(select(&indexed(&[1.0, 2.0, 3.0]), rule, 0).pair, Err(SkipReason::NoMargin));
+        let rule = PairRule::Positions {
+            chosen: Position::Sigma(0.0),
+            rejected: Position::Max,
+        };
+        assert_eq!(
+            select(&indexed(&[1.0, 2.0, 3.0]), rule, 0).pair,
+            Err(SkipReason::NoMargin)
+        );
     }
 
     #[test]
     fn collision_takes_next_nearest_distinct() {
         // Two responses: chosen = max (1); rejected nearest max too but must be the other one.
-        let rule = PairRule::Positions { chosen: Position::Max, rejected: Position::Max };
+        let rule = PairRule::Positions {
+            chosen: Position::Max,
+            rejected: Position::Max,
+        };
         let p = select(&indexed(&[0.0, 1.0]), rule, 0).pair.unwrap();
         assert_eq!((p.chosen_index, p.rejected_index), (1, 0));
     }
@@ -375,12 +426,19 @@ mod tests {
 
     #[test]
     fn prompt_id_is_sha256_hex() {
-        assert_eq!(prompt_id_of("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            prompt_id_of("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]
     fn duplicate_index_is_reported() {
         let mut v = vec![(2, 1.0), (0, 2.0), (2, 3.0)];
-        assert!(sort_and_check(&mut v).unwrap_err().contains("appears twice"));
+        assert!(
+            sort_and_check(&mut v)
+                .unwrap_err()
+                .contains("appears twice")
+        );
     }
 }

@@ -15,12 +15,18 @@ pub fn config_hash(stage: &str, value: &serde_json::Value) -> String {
     hasher.update(stage.as_bytes());
     hasher.update(b"\0");
     hasher.update(value.to_string().as_bytes());
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Seconds since the Unix epoch.
 pub fn now_unix() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Periodic progress lines (every 2 s) with rate and ETA, through `tracing`.
@@ -37,7 +43,13 @@ impl Progress {
     /// Progress over `total` units (rows).
     pub fn new(stage: &'static str, total: u64) -> Self {
         let now = Instant::now();
-        Self { stage, total, done: 0, started: now, last: now }
+        Self {
+            stage,
+            total,
+            done: 0,
+            started: now,
+            last: now,
+        }
     }
 
     /// Records `n` more units done, logging at most every two seconds.
@@ -47,7 +59,11 @@ impl Progress {
             self.last = Instant::now();
             let elapsed = self.started.elapsed().as_secs_f64().max(1e-9);
             let rate = self.done as f64 / elapsed;
-            let eta = if rate > 0.0 { self.total.saturating_sub(self.done) as f64 / rate } else { f64::NAN };
+            let eta = if rate > 0.0 {
+                self.total.saturating_sub(self.done) as f64 / rate
+            } else {
+                f64::NAN
+            };
             info!(
                 stage = self.stage,
                 done = self.done,
@@ -62,6 +78,11 @@ impl Progress {
     /// Logs the final rate.
     pub fn finish(&self) {
         let elapsed = self.started.elapsed().as_secs_f64().max(1e-9);
-        info!(stage = self.stage, done = self.done, rate = format!("{:.0}/s", self.done as f64 / elapsed), "finished");
+        info!(
+            stage = self.stage,
+            done = self.done,
+            rate = format!("{:.0}/s", self.done as f64 / elapsed),
+            "finished"
+        );
     }
 }

@@ -17,7 +17,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray,
+};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
@@ -61,7 +63,12 @@ pub struct RunOptions {
 }
 
 /// Runs `select` from `input` into `output`.
-pub async fn run(config: &SelectConfig, input: &str, output: &Path, options: &RunOptions) -> Result<Manifest> {
+pub async fn run(
+    config: &SelectConfig,
+    input: &str,
+    output: &Path,
+    options: &RunOptions,
+) -> Result<Manifest> {
     let started = Instant::now();
     let started_unix = now_unix();
     let rule = config.resolve()?;
@@ -75,15 +82,26 @@ pub async fn run(config: &SelectConfig, input: &str, output: &Path, options: &Ru
         "select: starting"
     );
     let hash = select_config_hash(config, &validated);
-    let plan = Plan { config, rule: &rule, input: &validated, options };
-    let mut sink = PairSink::begin(output, config.max_rows_per_file, &rule.label, validated.rows)?;
+    let plan = Plan {
+        config,
+        rule: &rule,
+        input: &validated,
+        options,
+    };
+    let mut sink = PairSink::begin(
+        output,
+        config.max_rows_per_file,
+        &rule.label,
+        validated.rows,
+    )?;
     let mut path = "wide";
     match validated.layout {
         Layout::Wide => plan.run_wide(&mut sink).await?,
         Layout::Long => {
             let declared = config.input_sorted;
             let sorted = validated.has_prompt_id
-                && declared.unwrap_or_else(|| validated.metadata_says_sorted(&config.columns.prompt_id));
+                && declared
+                    .unwrap_or_else(|| validated.metadata_says_sorted(&config.columns.prompt_id));
             let mut done = false;
             if sorted {
                 path = "long-streaming";
@@ -91,21 +109,32 @@ pub async fn run(config: &SelectConfig, input: &str, output: &Path, options: &Ru
                     Ok(()) => done = true,
                     Err(SinkError::OutOfOrder { previous, next }) => {
                         warn!(%previous, %next, "select: input is not sorted by prompt id after all; using the hash aggregation");
-                        sink = PairSink::begin(output, config.max_rows_per_file, &rule.label, validated.rows)?;
+                        sink = PairSink::begin(
+                            output,
+                            config.max_rows_per_file,
+                            &rule.label,
+                            validated.rows,
+                        )?;
                     }
                     Err(e) => return Err(e.into_error()),
                 }
             }
             if !done {
                 path = "long-hash";
-                plan.run_long_hash(&mut sink).await.map_err(SinkError::into_error)?;
+                plan.run_long_hash(&mut sink)
+                    .await
+                    .map_err(SinkError::into_error)?;
             }
         }
     }
     let inputs = validated
         .infos
         .iter()
-        .map(|i| InputInfo { path: i.path.display().to_string(), bytes: i.bytes, rows: i.rows })
+        .map(|i| InputInfo {
+            path: i.path.display().to_string(),
+            bytes: i.bytes,
+            rows: i.rows,
+        })
         .collect();
     let stats = sink.stats(&validated, path, config.seed);
     let manifest = Manifest {
@@ -117,7 +146,10 @@ pub async fn run(config: &SelectConfig, input: &str, output: &Path, options: &Ru
         parts: Vec::new(),
         rows: 0,
         stats,
-        timing: Timing { started_unix, seconds: 0.0 },
+        timing: Timing {
+            started_unix,
+            seconds: 0.0,
+        },
     };
     let mut manifest = sink.commit(manifest, started)?;
     manifest.timing.seconds = started.elapsed().as_secs_f64();
@@ -178,7 +210,11 @@ impl Plan<'_> {
         let scores = ident(&c.scores);
         let select = match &self.rule.k_sql {
             Some((kc, kr)) => format!("select_pair_list({scores}, {kc}, {kr}, {})", self.ddof()),
-            None => format!("select_pair_scalable_list({scores}, {pid}, {}, {})", self.config.seed, self.ddof()),
+            None => format!(
+                "select_pair_scalable_list({scores}, {pid}, {}, {})",
+                self.config.seed,
+                self.ddof()
+            ),
         };
         let sql = format!(
             "SELECT prompt_id, prompt,
@@ -196,25 +232,38 @@ impl Plan<'_> {
         );
         let result = self.drain(&ctx, &sql, sink).await;
         match result {
-            Err(SinkError::ListLengths { prompt_id, responses, scores }) => {
-                Err(self.locate_length_mismatch(prompt_id, responses, scores).await)
-            }
+            Err(SinkError::ListLengths {
+                prompt_id,
+                responses,
+                scores,
+            }) => Err(self
+                .locate_length_mismatch(prompt_id, responses, scores)
+                .await),
             Err(SinkError::OutOfOrder { previous, .. }) => Err(Error::InvalidData {
                 context: format!("{}: column '{}'", self.input.files.spec, c.prompt_id),
-                message: format!("prompt_id {previous} appears on more than one row of the wide layout"),
+                message: format!(
+                    "prompt_id {previous} appears on more than one row of the wide layout"
+                ),
             }),
             other => other.map_err(SinkError::into_error),
         }
     }
 
     /// Finds the file holding a wide row whose lists differ in length (error path only).
-    async fn locate_length_mismatch(&self, prompt_id: String, responses: i64, scores: i64) -> Error {
+    async fn locate_length_mismatch(
+        &self,
+        prompt_id: String,
+        responses: i64,
+        scores: i64,
+    ) -> Error {
         let c = &self.config.columns;
         let mut file = self.input.files.files[0].clone();
         for info in &self.input.infos {
             let Ok(ctx) = new_context(1) else { break };
             let path = info.path.display().to_string();
-            let Ok(df) = ctx.read_parquet(path, ParquetReadOptions::default()).await else { continue };
+            let Ok(df) = ctx.read_parquet(path, ParquetReadOptions::default()).await else {
+                continue;
+            };
             if ctx.register_table("f", df.into_view()).is_err() {
                 continue;
             }
@@ -225,7 +274,9 @@ impl Plan<'_> {
             );
             if let Ok(batches) = ctx.sql(&sql).await.map(|df| df.collect())
                 && let Ok(batches) = batches.await
-                && batches.first().is_some_and(|b| b.column(0).as_primitive::<Int64Type>().value(0) > 0)
+                && batches
+                    .first()
+                    .is_some_and(|b| b.column(0).as_primitive::<Int64Type>().value(0) > 0)
             {
                 file = info.path.clone();
                 break;
@@ -247,7 +298,10 @@ impl Plan<'_> {
         let pid = self.prompt_id_expr();
         let (idx, reward, response) = (ident(index_column), ident(&c.reward), ident(&c.response));
         let select = match &self.rule.k_sql {
-            Some((kc, kr)) => format!("select_pair_with_text({idx}, {reward}, {response}, {kc}, {kr}, {})", self.ddof()),
+            Some((kc, kr)) => format!(
+                "select_pair_with_text({idx}, {reward}, {response}, {kc}, {kr}, {})",
+                self.ddof()
+            ),
             None => format!(
                 "select_pair_scalable_with_text({idx}, {reward}, {response}, {pid}, {}, {})",
                 self.config.seed,
@@ -277,7 +331,11 @@ impl Plan<'_> {
     }
 
     fn index_column(&self) -> &str {
-        if self.input.has_response_index { &self.config.columns.response_index } else { ROW_INDEX_COLUMN }
+        if self.input.has_response_index {
+            &self.config.columns.response_index
+        } else {
+            ROW_INDEX_COLUMN
+        }
     }
 
     async fn run_long_hash(&self, sink: &mut PairSink) -> Result<(), SinkError> {
@@ -286,14 +344,23 @@ impl Plan<'_> {
             register_files(&ctx, self.input).await?;
         } else {
             // Row order defines the index: read in order, number rows, then aggregate.
-            let number_by = if self.input.has_prompt_id { self.config.columns.prompt_id.clone() } else { String::new() };
+            let number_by = if self.input.has_prompt_id {
+                self.config.columns.prompt_id.clone()
+            } else {
+                String::new()
+            };
             let reader = self.ordered_reader(&self.input.files.files, number_by)?;
             ctx.register_table("input", Arc::new(reader.into_table(None)?))?;
         }
-        self.drain(&ctx, &self.long_sql(self.index_column()), sink).await
+        self.drain(&ctx, &self.long_sql(self.index_column()), sink)
+            .await
     }
 
-    fn ordered_reader(&self, files: &[std::path::PathBuf], number_by: String) -> Result<OrderedParquet> {
+    fn ordered_reader(
+        &self,
+        files: &[std::path::PathBuf],
+        number_by: String,
+    ) -> Result<OrderedParquet> {
         let mut columns = self.long_columns();
         let number_by = if self.input.has_response_index {
             None
@@ -304,13 +371,22 @@ impl Plan<'_> {
             Some(number_by)
         };
         columns.dedup();
-        OrderedParquet::new(files.to_vec(), &self.input.infos[0].schema, columns, number_by)
+        OrderedParquet::new(
+            files.to_vec(),
+            &self.input.infos[0].schema,
+            columns,
+            number_by,
+        )
     }
 
     /// One ordered aggregation per file, files in parallel, results consumed in file order.
     async fn run_long_streaming(&self, sink: &mut PairSink) -> Result<(), SinkError> {
         let prompt_id = self.config.columns.prompt_id.clone();
-        let threads = if self.options.threads == 0 { num_cpus() } else { self.options.threads };
+        let threads = if self.options.threads == 0 {
+            num_cpus()
+        } else {
+            self.options.threads
+        };
         let sql = self.long_sql(self.index_column());
         let mut jobs = Vec::new();
         for file in &self.input.files.files {
@@ -322,7 +398,10 @@ impl Plan<'_> {
                 ctx.register_table("input", Arc::new(table))?;
                 let batches = tokio::spawn(async move { ctx.sql(&sql).await?.collect().await })
                     .await
-                    .map_err(|e| Error::InvalidData { context: "select".into(), message: e.to_string() })??;
+                    .map_err(|e| Error::InvalidData {
+                        context: "select".into(),
+                        message: e.to_string(),
+                    })??;
                 Ok::<_, Error>(batches)
             });
         }
@@ -335,8 +414,19 @@ impl Plan<'_> {
         Ok(())
     }
 
-    async fn drain(&self, ctx: &SessionContext, sql: &str, sink: &mut PairSink) -> Result<(), SinkError> {
-        let mut stream = ctx.sql(sql).await.map_err(Error::from)?.execute_stream().await.map_err(Error::from)?;
+    async fn drain(
+        &self,
+        ctx: &SessionContext,
+        sql: &str,
+        sink: &mut PairSink,
+    ) -> Result<(), SinkError> {
+        let mut stream = ctx
+            .sql(sql)
+            .await
+            .map_err(Error::from)?
+            .execute_stream()
+            .await
+            .map_err(Error::from)?;
         while let Some(batch) = stream.next().await {
             sink.consume(&batch.map_err(Error::from)?)?;
         }
@@ -361,8 +451,16 @@ fn struct_fields(p: &str) -> String {
 
 /// Registers the input files as table `input` (parallel scan).
 async fn register_files(ctx: &SessionContext, input: &ValidatedInput) -> Result<()> {
-    let paths: Vec<String> = input.files.files.iter().map(|p| p.display().to_string()).collect();
-    let options = ParquetReadOptions { file_extension: "", ..Default::default() };
+    let paths: Vec<String> = input
+        .files
+        .files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let options = ParquetReadOptions {
+        file_extension: "",
+        ..Default::default()
+    };
     let df = ctx.read_parquet(paths, options).await?;
     ctx.register_table("input", df.into_view())?;
     Ok(())
@@ -373,7 +471,11 @@ enum SinkError {
     /// Prompt ids did not come out strictly ascending.
     OutOfOrder { previous: String, next: String },
     /// A wide row whose lists differ in length.
-    ListLengths { prompt_id: String, responses: i64, scores: i64 },
+    ListLengths {
+        prompt_id: String,
+        responses: i64,
+        scores: i64,
+    },
     /// Any other error.
     Stage(Error),
 }
@@ -386,9 +488,15 @@ impl SinkError {
                 context: "select".into(),
                 message: format!("output out of order: {next} after {previous}"),
             },
-            Self::ListLengths { prompt_id, responses, scores } => Error::InvalidData {
+            Self::ListLengths {
+                prompt_id,
+                responses,
+                scores,
+            } => Error::InvalidData {
                 context: "select".into(),
-                message: format!("prompt_id {prompt_id}: {responses} responses but {scores} scores"),
+                message: format!(
+                    "prompt_id {prompt_id}: {responses} responses but {scores} scores"
+                ),
             },
         }
     }
@@ -417,9 +525,19 @@ struct PairSink {
 }
 
 impl PairSink {
-    fn begin(output: &Path, max_rows_per_file: usize, label: &str, input_rows: u64) -> Result<Self> {
+    fn begin(
+        output: &Path,
+        max_rows_per_file: usize,
+        label: &str,
+        input_rows: u64,
+    ) -> Result<Self> {
         Ok(Self {
-            writer: StageWriter::begin(output, pair_table_schema(), max_rows_per_file, Some("prompt_id"))?,
+            writer: StageWriter::begin(
+                output,
+                pair_table_schema(),
+                max_rows_per_file,
+                Some("prompt_id"),
+            )?,
             label: label.to_string(),
             previous: None,
             prompts: 0,
@@ -438,11 +556,21 @@ impl PairSink {
         if rows == 0 {
             return Ok(());
         }
-        let column = |name: &str| batch.column_by_name(name).expect("the plan projects this column");
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .expect("the plan projects this column")
+        };
         let ids = column("prompt_id");
         self.check_order(ids)?;
-        if let (Some(lr), Some(ls)) = (batch.column_by_name("list_responses"), batch.column_by_name("list_scores")) {
-            let (lr, ls) = (lr.as_primitive::<Int64Type>(), ls.as_primitive::<Int64Type>());
+        if let (Some(lr), Some(ls)) = (
+            batch.column_by_name("list_responses"),
+            batch.column_by_name("list_scores"),
+        ) {
+            let (lr, ls) = (
+                lr.as_primitive::<Int64Type>(),
+                ls.as_primitive::<Int64Type>(),
+            );
             if let Some(i) = (0..rows).find(|&i| lr.value(i) != ls.value(i)) {
                 return Err(SinkError::ListLengths {
                     prompt_id: string_at(ids, i).unwrap_or_default().to_string(),
@@ -460,7 +588,10 @@ impl PairSink {
             self.invalid_rewards += (n_responses.value(i) - n_valid.value(i)) as u64;
             match string_at(reasons, i) {
                 Some(reason) => {
-                    let key = SkipReason::ALL.iter().find(|r| r.as_str() == reason).map_or("unknown", |r| r.as_str());
+                    let key = SkipReason::ALL
+                        .iter()
+                        .find(|r| r.as_str() == reason)
+                        .map_or("unknown", |r| r.as_str());
                     *self.skipped.entry(key).or_insert(0) += 1;
                     keep.push(false);
                 }
@@ -475,7 +606,8 @@ impl PairSink {
         self.sum_chosen += sum(out.column(4));
         self.sum_rejected += sum(out.column(5));
         self.writer.write(&out)?;
-        self.progress.advance(n_responses.values().iter().map(|&n| n as u64).sum());
+        self.progress
+            .advance(n_responses.values().iter().map(|&n| n as u64).sum());
         Ok(())
     }
 
@@ -490,7 +622,10 @@ impl PairSink {
             if let Some(previous) = &self.previous
                 && previous.as_str() >= id
             {
-                return Err(SinkError::OutOfOrder { previous: previous.clone(), next: id.to_string() });
+                return Err(SinkError::OutOfOrder {
+                    previous: previous.clone(),
+                    next: id.to_string(),
+                });
             }
             if i + 1 == ids.len() {
                 self.previous = Some(id.to_string());
@@ -513,7 +648,9 @@ impl PairSink {
             let column: ArrayRef = if field.name() == "strategy" {
                 Arc::new(StringArray::from(vec![self.label.as_str(); rows]))
             } else {
-                let source = batch.column_by_name(field.name()).expect("the plan projects every pair column");
+                let source = batch
+                    .column_by_name(field.name())
+                    .expect("the plan projects every pair column");
                 cast(source, field.data_type())?
             };
             columns.push(column);
@@ -521,8 +658,19 @@ impl PairSink {
         Ok(RecordBatch::try_new(schema, columns)?)
     }
 
-    fn stats(&self, input: &ValidatedInput, path: &str, seed: u64) -> BTreeMap<String, serde_json::Value> {
-        let mean = |sum: f64| if self.pairs > 0 { json!(sum / self.pairs as f64) } else { json!(null) };
+    fn stats(
+        &self,
+        input: &ValidatedInput,
+        path: &str,
+        seed: u64,
+    ) -> BTreeMap<String, serde_json::Value> {
+        let mean = |sum: f64| {
+            if self.pairs > 0 {
+                json!(sum / self.pairs as f64)
+            } else {
+                json!(null)
+            }
+        };
         BTreeMap::from([
             ("layout".into(), json!(input.layout.as_str())),
             ("plan".into(), json!(path)),
@@ -536,7 +684,10 @@ impl PairSink {
             ("skipped".into(), json!(self.skipped)),
             ("mean_score_chosen".into(), mean(self.sum_chosen)),
             ("mean_score_rejected".into(), mean(self.sum_rejected)),
-            ("mean_rating_gap".into(), mean(self.sum_chosen - self.sum_rejected)),
+            (
+                "mean_rating_gap".into(),
+                mean(self.sum_chosen - self.sum_rejected),
+            ),
         ])
     }
 

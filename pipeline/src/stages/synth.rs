@@ -34,11 +34,15 @@ pub fn run(config: &SynthConfig, output: &Path) -> Result<Manifest> {
     let started_unix = now_unix();
     validate(config)?;
     let schema = schema(config.layout);
-    let mut writer = StageWriter::begin(output, Arc::clone(&schema), usize::MAX, Some("prompt_id"))?;
+    let mut writer =
+        StageWriter::begin(output, Arc::clone(&schema), usize::MAX, Some("prompt_id"))?;
     let total = config.prompts;
     let mut progress = Progress::new("synth", total * u64::from(config.responses));
     for shard in 0..u64::from(config.shards) {
-        let (first, end) = (shard * total / u64::from(config.shards), (shard + 1) * total / u64::from(config.shards));
+        let (first, end) = (
+            shard * total / u64::from(config.shards),
+            (shard + 1) * total / u64::from(config.shards),
+        );
         let mut start = first;
         while start < end {
             let stop = (start + PROMPTS_PER_BATCH).min(end);
@@ -51,9 +55,18 @@ pub fn run(config: &SynthConfig, output: &Path) -> Result<Manifest> {
     }
     progress.finish();
     let stats = [
-        ("layout", json!(match config.layout { SynthLayout::Long => "long", SynthLayout::Wide => "wide" })),
+        (
+            "layout",
+            json!(match config.layout {
+                SynthLayout::Long => "long",
+                SynthLayout::Wide => "wide",
+            }),
+        ),
         ("prompts", json!(config.prompts)),
-        ("responses", json!(config.prompts * u64::from(config.responses))),
+        (
+            "responses",
+            json!(config.prompts * u64::from(config.responses)),
+        ),
         ("seed", json!(config.seed)),
     ]
     .into_iter()
@@ -68,7 +81,10 @@ pub fn run(config: &SynthConfig, output: &Path) -> Result<Manifest> {
         parts: Vec::new(),
         rows: 0,
         stats,
-        timing: Timing { started_unix, seconds: 0.0 },
+        timing: Timing {
+            started_unix,
+            seconds: 0.0,
+        },
     };
     let mut manifest = writer.commit(manifest)?;
     manifest.timing.seconds = started.elapsed().as_secs_f64();
@@ -89,11 +105,23 @@ fn validate(config: &SynthConfig) -> Result<()> {
         return Err(Error::config("responses", "must be at least 1"));
     }
     if config.shards == 0 || u64::from(config.shards) > config.prompts {
-        return Err(Error::config("shards", format!("must be between 1 and the number of prompts ({})", config.prompts)));
+        return Err(Error::config(
+            "shards",
+            format!(
+                "must be between 1 and the number of prompts ({})",
+                config.prompts
+            ),
+        ));
     }
-    for (key, value) in [("outlier-fraction", config.outlier_fraction), ("null-fraction", config.null_fraction)] {
+    for (key, value) in [
+        ("outlier-fraction", config.outlier_fraction),
+        ("null-fraction", config.null_fraction),
+    ] {
         if !(0.0..=1.0).contains(&value) {
-            return Err(Error::config(key, format!("must be in [0, 1], got {value}")));
+            return Err(Error::config(
+                key,
+                format!("must be in [0, 1], got {value}"),
+            ));
         }
     }
     Ok(())
@@ -111,8 +139,16 @@ fn schema(layout: SynthLayout) -> SchemaRef {
         SynthLayout::Wide => vec![
             Field::new("prompt_id", DataType::Utf8, false),
             Field::new("prompt", DataType::Utf8, false),
-            Field::new("all_generated_responses", DataType::new_list(DataType::Utf8, true), true),
-            Field::new("all_rm_scores", DataType::new_list(DataType::Float64, true), true),
+            Field::new(
+                "all_generated_responses",
+                DataType::new_list(DataType::Utf8, true),
+                true,
+            ),
+            Field::new(
+                "all_rm_scores",
+                DataType::new_list(DataType::Float64, true),
+                true,
+            ),
         ],
     };
     Arc::new(Schema::new(fields))
@@ -151,7 +187,11 @@ impl PromptRng {
     }
 }
 
-fn generate(config: &SynthConfig, schema: &SchemaRef, prompts: std::ops::Range<u64>) -> Result<RecordBatch> {
+fn generate(
+    config: &SynthConfig,
+    schema: &SchemaRef,
+    prompts: std::ops::Range<u64>,
+) -> Result<RecordBatch> {
     let n = (prompts.end - prompts.start) as usize;
     let k = config.responses as usize;
     let mut ids = StringBuilder::with_capacity(n * k, n * k * 11);
@@ -178,7 +218,10 @@ fn generate(config: &SynthConfig, schema: &SchemaRef, prompts: std::ops::Range<u
         for r in 0..k {
             rng.text(config.response_bytes, &mut response_text);
             let z = rng.normal();
-            let (outlier, missing) = (rng.uniform() < config.outlier_fraction, rng.uniform() < config.null_fraction);
+            let (outlier, missing) = (
+                rng.uniform() < config.outlier_fraction,
+                rng.uniform() < config.null_fraction,
+            );
             let reward = if missing {
                 None
             } else if outlier {

@@ -30,7 +30,9 @@ pub struct RewardStatsUdaf {
 
 impl Default for RewardStatsUdaf {
     fn default() -> Self {
-        Self { signature: Signature::user_defined(Volatility::Immutable) }
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
     }
 }
 
@@ -55,8 +57,14 @@ impl AggregateUDFImpl for RewardStatsUdaf {
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
         match arg_types {
             [r] => Ok(vec![args::coerce_reward("reward_stats", r)?]),
-            [r, d] => Ok(vec![args::coerce_reward("reward_stats", r)?, args::coerce_integer("reward_stats", "ddof", d)?]),
-            _ => plan_err!("reward_stats takes 1 or 2 arguments, got {}", arg_types.len()),
+            [r, d] => Ok(vec![
+                args::coerce_reward("reward_stats", r)?,
+                args::coerce_integer("reward_stats", "ddof", d)?,
+            ]),
+            _ => plan_err!(
+                "reward_stats takes 1 or 2 arguments, got {}",
+                arg_types.len()
+            ),
         }
     }
 
@@ -66,22 +74,52 @@ impl AggregateUDFImpl for RewardStatsUdaf {
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
         Ok(vec![
-            Arc::new(Field::new(format_state_name(args.name, "n"), DataType::UInt64, false)),
-            Arc::new(Field::new(format_state_name(args.name, "n_valid"), DataType::UInt64, false)),
-            Arc::new(Field::new(format_state_name(args.name, "mean"), DataType::Float64, false)),
-            Arc::new(Field::new(format_state_name(args.name, "m2"), DataType::Float64, false)),
-            Arc::new(Field::new(format_state_name(args.name, "min"), DataType::Float64, false)),
-            Arc::new(Field::new(format_state_name(args.name, "max"), DataType::Float64, false)),
+            Arc::new(Field::new(
+                format_state_name(args.name, "n"),
+                DataType::UInt64,
+                false,
+            )),
+            Arc::new(Field::new(
+                format_state_name(args.name, "n_valid"),
+                DataType::UInt64,
+                false,
+            )),
+            Arc::new(Field::new(
+                format_state_name(args.name, "mean"),
+                DataType::Float64,
+                false,
+            )),
+            Arc::new(Field::new(
+                format_state_name(args.name, "m2"),
+                DataType::Float64,
+                false,
+            )),
+            Arc::new(Field::new(
+                format_state_name(args.name, "min"),
+                DataType::Float64,
+                false,
+            )),
+            Arc::new(Field::new(
+                format_state_name(args.name, "max"),
+                DataType::Float64,
+                false,
+            )),
         ])
     }
 
     fn accumulator(&self, acc: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         let ddof = if acc.exprs.len() > 1 {
-            args::ddof("reward_stats", &args::literal_arg("reward_stats", "ddof", acc.exprs[1].as_ref())?)?
+            args::ddof(
+                "reward_stats",
+                &args::literal_arg("reward_stats", "ddof", acc.exprs[1].as_ref())?,
+            )?
         } else {
             0
         };
-        Ok(Box::new(RewardStatsAccumulator { ddof, ..Default::default() }))
+        Ok(Box::new(RewardStatsAccumulator {
+            ddof,
+            ..Default::default()
+        }))
     }
 }
 
@@ -99,7 +137,15 @@ struct RewardStatsAccumulator {
 
 impl Default for RewardStatsAccumulator {
     fn default() -> Self {
-        Self { ddof: 0, n: 0, n_valid: 0, mean: 0.0, m2: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY }
+        Self {
+            ddof: 0,
+            n: 0,
+            n_valid: 0,
+            mean: 0.0,
+            m2: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+        }
     }
 }
 
@@ -123,7 +169,11 @@ impl Accumulator for RewardStatsAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         let rewards = values[0].as_primitive::<Float64Type>();
         for i in 0..rewards.len() {
-            let r = if rewards.is_valid(i) { rewards.value(i) } else { f64::NAN };
+            let r = if rewards.is_valid(i) {
+                rewards.value(i)
+            } else {
+                f64::NAN
+            };
             if r.is_finite() {
                 self.merge(1, 1, r, 0.0, r, r);
             } else {
@@ -172,7 +222,14 @@ impl Accumulator for RewardStatsAccumulator {
         let n_valid = states[1].as_primitive::<UInt64Type>();
         let [mean, m2, min, max] = [2, 3, 4, 5].map(|i| states[i].as_primitive::<Float64Type>());
         for i in 0..n.len() {
-            self.merge(n.value(i), n_valid.value(i), mean.value(i), m2.value(i), min.value(i), max.value(i));
+            self.merge(
+                n.value(i),
+                n_valid.value(i),
+                mean.value(i),
+                m2.value(i),
+                min.value(i),
+                max.value(i),
+            );
         }
         Ok(())
     }

@@ -24,7 +24,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, ListArray, StringArray, UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, ListArray, StringArray,
+    UInt32Array,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type};
@@ -71,7 +72,13 @@ pub struct SelectPair {
 
 impl SelectPair {
     fn with_form(scalable: bool, with_text: bool) -> Self {
-        Self { form: Form { scalable, with_text }, signature: Signature::user_defined(Volatility::Immutable) }
+        Self {
+            form: Form {
+                scalable,
+                with_text,
+            },
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
     }
 
     /// `select_pair(response_index, reward, k_chosen, k_rejected [, ddof])`: chosen nearest
@@ -102,19 +109,35 @@ impl SelectPair {
     fn parse_rule(&self, args: &AccumulatorArgs) -> Result<(RuleSpec, u32)> {
         let name = self.form.name();
         let rest = self.form.rest();
-        let lit = |i: usize, what: &str| args::literal_arg(name, what, args.exprs[rest + i].as_ref());
+        let lit =
+            |i: usize, what: &str| args::literal_arg(name, what, args.exprs[rest + i].as_ref());
         let optional = |i: usize| args.exprs.len() > rest + i;
         if self.form.scalable {
             // (prompt_id [, run_seed [, ddof]])
-            let run_seed = if optional(1) { args::non_negative(name, "run_seed", &lit(1, "run_seed")?)? } else { 0 };
-            let ddof = if optional(2) { args::ddof(name, &lit(2, "ddof")?)? } else { 0 };
+            let run_seed = if optional(1) {
+                args::non_negative(name, "run_seed", &lit(1, "run_seed")?)?
+            } else {
+                0
+            };
+            let ddof = if optional(2) {
+                args::ddof(name, &lit(2, "ddof")?)?
+            } else {
+                0
+            };
             Ok((RuleSpec::Scalable { run_seed }, ddof))
         } else {
             // (k_chosen, k_rejected [, ddof])
             let chosen = args::position(name, "k_chosen", &lit(0, "k_chosen")?)?;
             let rejected = args::position(name, "k_rejected", &lit(1, "k_rejected")?)?;
-            let ddof = if optional(2) { args::ddof(name, &lit(2, "ddof")?)? } else { 0 };
-            Ok((RuleSpec::Fixed(PairRule::Positions { chosen, rejected }), ddof))
+            let ddof = if optional(2) {
+                args::ddof(name, &lit(2, "ddof")?)?
+            } else {
+                0
+            };
+            Ok((
+                RuleSpec::Fixed(PairRule::Positions { chosen, rejected }),
+                ddof,
+            ))
         }
     }
 }
@@ -131,9 +154,16 @@ impl AggregateUDFImpl for SelectPair {
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
         let name = self.form.name();
         let rest = self.form.rest();
-        let (min, max) = if self.form.scalable { (rest + 1, rest + 3) } else { (rest + 2, rest + 3) };
+        let (min, max) = if self.form.scalable {
+            (rest + 1, rest + 3)
+        } else {
+            (rest + 2, rest + 3)
+        };
         if arg_types.len() < min || arg_types.len() > max {
-            return plan_err!("{name} takes {min} to {max} arguments, got {}", arg_types.len());
+            return plan_err!(
+                "{name} takes {min} to {max} arguments, got {}",
+                arg_types.len()
+            );
         }
         arg_types
             .iter()
@@ -159,28 +189,49 @@ impl AggregateUDFImpl for SelectPair {
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
         let list = |t: DataType| DataType::List(Arc::new(Field::new_list_field(t, true)));
         let mut fields = vec![
-            Field::new(format_state_name(args.name, "indices"), list(DataType::Int64), true),
-            Field::new(format_state_name(args.name, "rewards"), list(DataType::Float64), true),
+            Field::new(
+                format_state_name(args.name, "indices"),
+                list(DataType::Int64),
+                true,
+            ),
+            Field::new(
+                format_state_name(args.name, "rewards"),
+                list(DataType::Float64),
+                true,
+            ),
         ];
         if self.form.with_text {
-            fields.push(Field::new(format_state_name(args.name, "responses"), list(DataType::Utf8), true));
+            fields.push(Field::new(
+                format_state_name(args.name, "responses"),
+                list(DataType::Utf8),
+                true,
+            ));
         }
         if self.form.scalable {
-            fields.push(Field::new(format_state_name(args.name, "prompt_id"), DataType::Utf8, true));
+            fields.push(Field::new(
+                format_state_name(args.name, "prompt_id"),
+                DataType::Utf8,
+                true,
+            ));
         }
         Ok(fields.into_iter().map(Arc::new).collect())
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         let (rule, ddof) = self.parse_rule(&args)?;
-        Ok(Box::new(SelectPairAccumulator { groups: SelectPairGroups::new(self.form, rule, ddof) }))
+        Ok(Box::new(SelectPairAccumulator {
+            groups: SelectPairGroups::new(self.form, rule, ddof),
+        }))
     }
 
     fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
         true
     }
 
-    fn create_groups_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
         let (rule, ddof) = self.parse_rule(&args)?;
         Ok(Box::new(SelectPairGroups::new(self.form, rule, ddof)))
     }
@@ -272,7 +323,13 @@ impl SelectPairGroups {
         }
     }
 
-    fn push(&mut self, group: usize, index: Option<i64>, reward: Option<f64>, text: Option<&str>) -> Result<()> {
+    fn push(
+        &mut self,
+        group: usize,
+        index: Option<i64>,
+        reward: Option<f64>,
+        text: Option<&str>,
+    ) -> Result<()> {
         let Some(index) = index else {
             return exec_err!("{}: response_index must not be null", self.name());
         };
@@ -306,13 +363,24 @@ impl SelectPairGroups {
         for i in 0..n {
             offsets[i + 1] += offsets[i];
         }
-        let mut entries = vec![Entry { index: 0, reward: 0.0, slot: 0 }; offsets[n]];
+        let mut entries = vec![
+            Entry {
+                index: 0,
+                reward: 0.0,
+                slot: 0
+            };
+            offsets[n]
+        ];
         let mut cursor = offsets.clone();
         let mut kept = Vec::new();
         for (slot, &g) in self.group.iter().enumerate() {
             let g = g as usize;
             if g < n {
-                entries[cursor[g]] = Entry { index: self.index[slot], reward: self.reward[slot], slot: slot as u32 };
+                entries[cursor[g]] = Entry {
+                    index: self.index[slot],
+                    reward: self.reward[slot],
+                    slot: slot as u32,
+                };
                 cursor[g] += 1;
             } else {
                 kept.push(slot);
@@ -335,8 +403,17 @@ impl SelectPairGroups {
             });
         }
         self.num_groups -= n;
-        let prompt_ids = if self.form.scalable { self.prompt_ids.drain(..n).collect() } else { Vec::new() };
-        Taken { offsets, entries, texts, prompt_ids }
+        let prompt_ids = if self.form.scalable {
+            self.prompt_ids.drain(..n).collect()
+        } else {
+            Vec::new()
+        };
+        Taken {
+            offsets,
+            entries,
+            texts,
+            prompt_ids,
+        }
     }
 
     fn emit_count(&self, emit_to: EmitTo) -> usize {
@@ -350,7 +427,9 @@ impl SelectPairGroups {
         match self.rule {
             RuleSpec::Fixed(rule) => Ok(rule),
             RuleSpec::Scalable { run_seed } => match prompt_id {
-                Some(id) => Ok(PairRule::Scalable { seed: scalable_seed(run_seed, id) }),
+                Some(id) => Ok(PairRule::Scalable {
+                    seed: scalable_seed(run_seed, id),
+                }),
                 None => exec_err!("{}: prompt_id must not be null", self.name()),
             },
         }
@@ -358,7 +437,12 @@ impl SelectPairGroups {
 
     /// Runs the selection kernel over every taken group.
     fn finish(&self, taken: Taken) -> Result<ArrayRef> {
-        let Taken { offsets, mut entries, texts, prompt_ids } = taken;
+        let Taken {
+            offsets,
+            mut entries,
+            texts,
+            prompt_ids,
+        } = taken;
         let groups = offsets.len() - 1;
         let mut out = PairStructBuilder::new(groups, self.form.with_text);
         let mut responses: Vec<(i64, f64)> = Vec::new();
@@ -376,14 +460,25 @@ impl SelectPairGroups {
                 // A group with no entries only exists when every row was filtered out.
                 select(&responses, PairRule::Scalable { seed: 0 }, self.ddof)
             } else {
-                select(&responses, self.rule_for(prompt_ids.get(g).and_then(Option::as_deref))?, self.ddof)
+                select(
+                    &responses,
+                    self.rule_for(prompt_ids.get(g).and_then(Option::as_deref))?,
+                    self.ddof,
+                )
             };
             match (&texts, selection.pair) {
                 (Some(texts), Ok(pair)) => {
                     let text_of = |index: i64| {
-                        group.iter().find(|e| e.index == index).map(|e| texts.get(e.slot as usize))
+                        group
+                            .iter()
+                            .find(|e| e.index == index)
+                            .map(|e| texts.get(e.slot as usize))
                     };
-                    out.append_with_texts(&selection, text_of(pair.chosen_index), text_of(pair.rejected_index));
+                    out.append_with_texts(
+                        &selection,
+                        text_of(pair.chosen_index),
+                        text_of(pair.rejected_index),
+                    );
                 }
                 (Some(_), Err(_)) => out.append_with_texts(&selection, None, None),
                 (None, _) => out.append(&selection),
@@ -394,19 +489,35 @@ impl SelectPairGroups {
 
     /// The buffered state of the taken groups, as lists (one row per group).
     fn state_of(&self, taken: Taken) -> Result<Vec<ArrayRef>> {
-        let Taken { offsets, entries, texts, prompt_ids } = taken;
+        let Taken {
+            offsets,
+            entries,
+            texts,
+            prompt_ids,
+        } = taken;
         let idx: Int64Array = entries.iter().map(|e| Some(e.index)).collect();
-        let rew: Float64Array = entries.iter().map(|e| (!e.reward.is_nan()).then_some(e.reward)).collect();
+        let rew: Float64Array = entries
+            .iter()
+            .map(|e| (!e.reward.is_nan()).then_some(e.reward))
+            .collect();
         let mut state = vec![
             list_of(&offsets, Arc::new(idx), DataType::Int64)?,
             list_of(&offsets, Arc::new(rew), DataType::Float64)?,
         ];
         if let Some(texts) = &texts {
-            let text: StringArray = entries.iter().map(|e| Some(texts.get(e.slot as usize))).collect();
+            let text: StringArray = entries
+                .iter()
+                .map(|e| Some(texts.get(e.slot as usize)))
+                .collect();
             state.push(list_of(&offsets, Arc::new(text), DataType::Utf8)?);
         }
         if self.form.scalable {
-            state.push(Arc::new(prompt_ids.iter().map(Option::as_deref).collect::<StringArray>()));
+            state.push(Arc::new(
+                prompt_ids
+                    .iter()
+                    .map(Option::as_deref)
+                    .collect::<StringArray>(),
+            ));
         }
         Ok(state)
     }
@@ -441,7 +552,12 @@ impl SelectPairGroups {
 /// Builds a list array from per-row lists given as offsets into flat values.
 fn list_of(offsets: &[usize], values: ArrayRef, item: DataType) -> Result<ArrayRef> {
     let offsets = OffsetBuffer::from_lengths(offsets.windows(2).map(|w| w[1] - w[0]));
-    Ok(Arc::new(ListArray::try_new(Arc::new(Field::new_list_field(item, true)), offsets, values, None)?))
+    Ok(Arc::new(ListArray::try_new(
+        Arc::new(Field::new_list_field(item, true)),
+        offsets,
+        values,
+        None,
+    )?))
 }
 
 impl GroupsAccumulator for SelectPairGroups {
@@ -467,7 +583,11 @@ impl GroupsAccumulator for SelectPairGroups {
             }
             let i = index.is_valid(row).then(|| index.value(row));
             let r = reward.is_valid(row).then(|| reward.value(row));
-            let text = if self.form.with_text { args::string_at(&values[2], row) } else { None };
+            let text = if self.form.with_text {
+                args::string_at(&values[2], row)
+            } else {
+                None
+            };
             self.push(g, i, r, text)?;
             if self.form.scalable {
                 self.note_prompt_id(g, args::string_at(&values[prompt_id_col], row));
@@ -488,12 +608,21 @@ impl GroupsAccumulator for SelectPairGroups {
         self.state_of(taken)
     }
 
-    fn merge_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], total_num_groups: usize) -> Result<()> {
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
         self.grow(total_num_groups);
         self.merge_lists(values, group_indices)
     }
 
-    fn convert_to_state(&self, values: &[ArrayRef], opt_filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
         let rows = values[0].len();
         let keep = |row: usize| opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
         let mut offsets = Vec::with_capacity(rows + 1);
@@ -527,8 +656,15 @@ impl GroupsAccumulator for SelectPairGroups {
         self.group.capacity() * 4
             + self.index.capacity() * 8
             + self.reward.capacity() * 8
-            + self.texts.as_ref().map_or(0, |t| t.bytes.capacity() + t.ends.capacity() * 8)
-            + self.prompt_ids.iter().map(|p| p.as_ref().map_or(0, String::capacity) + 24).sum::<usize>()
+            + self
+                .texts
+                .as_ref()
+                .map_or(0, |t| t.bytes.capacity() + t.ends.capacity() * 8)
+            + self
+                .prompt_ids
+                .iter()
+                .map(|p| p.as_ref().map_or(0, String::capacity) + 24)
+                .sum::<usize>()
     }
 }
 
@@ -558,7 +694,10 @@ impl Accumulator for SelectPairAccumulator {
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
         let mut copy = self.groups.clone();
         copy.grow(1);
-        copy.state(EmitTo::All)?.iter().map(|a| ScalarValue::try_from_array(a, 0)).collect()
+        copy.state(EmitTo::All)?
+            .iter()
+            .map(|a| ScalarValue::try_from_array(a, 0))
+            .collect()
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {

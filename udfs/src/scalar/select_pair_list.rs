@@ -12,7 +12,9 @@
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 use crate::args;
 use crate::pair_struct::{PairStructBuilder, pair_type};
@@ -28,12 +30,18 @@ pub struct SelectPairList {
 impl SelectPairList {
     /// `select_pair_list(scores, k_chosen, k_rejected [, ddof])`.
     pub fn positions() -> Self {
-        Self { scalable: false, signature: Signature::user_defined(Volatility::Immutable) }
+        Self {
+            scalable: false,
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
     }
 
     /// `select_pair_scalable_list(scores, prompt_id [, run_seed [, ddof]])`.
     pub fn scalable() -> Self {
-        Self { scalable: true, signature: Signature::user_defined(Volatility::Immutable) }
+        Self {
+            scalable: true,
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
     }
 }
 
@@ -42,7 +50,10 @@ fn coerce_scores(func: &str, t: &DataType) -> Result<DataType> {
         DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _)
             if f.data_type().is_numeric() || f.data_type().is_null() =>
         {
-            Ok(DataType::List(std::sync::Arc::new(Field::new_list_field(DataType::Float64, true))))
+            Ok(DataType::List(std::sync::Arc::new(Field::new_list_field(
+                DataType::Float64,
+                true,
+            ))))
         }
         other => plan_err!("{func}: scores must be a list of numbers, got {other}"),
     }
@@ -50,7 +61,11 @@ fn coerce_scores(func: &str, t: &DataType) -> Result<DataType> {
 
 impl ScalarUDFImpl for SelectPairList {
     fn name(&self) -> &str {
-        if self.scalable { "select_pair_scalable_list" } else { "select_pair_list" }
+        if self.scalable {
+            "select_pair_scalable_list"
+        } else {
+            "select_pair_list"
+        }
     }
 
     fn signature(&self) -> &Signature {
@@ -61,7 +76,10 @@ impl ScalarUDFImpl for SelectPairList {
         let name = self.name();
         let (min, max) = if self.scalable { (2, 4) } else { (3, 4) };
         if arg_types.len() < min || arg_types.len() > max {
-            return plan_err!("{name} takes {min} to {max} arguments, got {}", arg_types.len());
+            return plan_err!(
+                "{name} takes {min} to {max} arguments, got {}",
+                arg_types.len()
+            );
         }
         arg_types
             .iter()
@@ -85,22 +103,35 @@ impl ScalarUDFImpl for SelectPairList {
         let name = self.name();
         let constant = |i: usize, what: &str| args::scalar_arg(name, what, &args.args[i]);
         // ddof is the fourth argument of both forms.
-        let ddof = if args.args.len() > 3 { args::ddof(name, &constant(3, "ddof")?)? } else { 0 };
+        let ddof = if args.args.len() > 3 {
+            args::ddof(name, &constant(3, "ddof")?)?
+        } else {
+            0
+        };
         let rows = args.number_rows;
         let scores = args.args[0].to_array(rows)?;
         let scores = scores.as_list::<i32>();
         let mut out = PairStructBuilder::with_capacity(rows);
         let mut entries: Vec<(i64, f64)> = Vec::new();
         if self.scalable {
-            let run_seed =
-                if args.args.len() > 2 { args::non_negative(name, "run_seed", &constant(2, "run_seed")?)? } else { 0 };
+            let run_seed = if args.args.len() > 2 {
+                args::non_negative(name, "run_seed", &constant(2, "run_seed")?)?
+            } else {
+                0
+            };
             let ids = args.args[1].to_array(rows)?;
             for row in 0..rows {
                 fill(scores, row, &mut entries);
                 let Some(id) = args::string_at(&ids, row) else {
                     return exec_err!("{name}: prompt_id must not be null (row {row})");
                 };
-                out.append(&select(&entries, PairRule::Scalable { seed: scalable_seed(run_seed, id) }, ddof));
+                out.append(&select(
+                    &entries,
+                    PairRule::Scalable {
+                        seed: scalable_seed(run_seed, id),
+                    },
+                    ddof,
+                ));
             }
         } else {
             let chosen = args::position(name, "k_chosen", &constant(1, "k_chosen")?)?;
@@ -112,11 +143,17 @@ impl ScalarUDFImpl for SelectPairList {
             }
         }
         let array = out.finish();
-        Ok(if args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
-            ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
-        } else {
-            ColumnarValue::Array(array)
-        })
+        Ok(
+            if args
+                .args
+                .iter()
+                .all(|a| matches!(a, ColumnarValue::Scalar(_)))
+            {
+                ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
+            } else {
+                ColumnarValue::Array(array)
+            },
+        )
     }
 }
 
@@ -130,7 +167,11 @@ fn fill(scores: &datafusion::arrow::array::ListArray, row: usize, entries: &mut 
     let end = scores.value_offsets()[row + 1] as usize;
     let values = scores.values().as_primitive::<Float64Type>();
     for (position, k) in (start..end).enumerate() {
-        let reward = if values.is_valid(k) { values.value(k) } else { f64::NAN };
+        let reward = if values.is_valid(k) {
+            values.value(k)
+        } else {
+            f64::NAN
+        };
         entries.push((position as i64, reward));
     }
 }

@@ -30,7 +30,9 @@ pub struct RewardZscore {
 
 impl Default for RewardZscore {
     fn default() -> Self {
-        Self { signature: Signature::user_defined(Volatility::Immutable) }
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
     }
 }
 
@@ -50,12 +52,19 @@ impl WindowUDFImpl for RewardZscore {
         }
     }
 
-    fn partition_evaluator(&self, _args: PartitionEvaluatorArgs) -> Result<Box<dyn PartitionEvaluator>> {
+    fn partition_evaluator(
+        &self,
+        _args: PartitionEvaluatorArgs,
+    ) -> Result<Box<dyn PartitionEvaluator>> {
         Ok(Box::new(ZscoreEvaluator))
     }
 
     fn field(&self, field_args: WindowUDFFieldArgs) -> Result<FieldRef> {
-        Ok(Arc::new(Field::new(field_args.name(), DataType::Float64, true)))
+        Ok(Arc::new(Field::new(
+            field_args.name(),
+            DataType::Float64,
+            true,
+        )))
     }
 }
 
@@ -66,7 +75,16 @@ impl PartitionEvaluator for ZscoreEvaluator {
     fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
         let rewards = values[0].as_primitive::<Float64Type>();
         let entries: Vec<(i64, f64)> = (0..num_rows)
-            .map(|i| (i as i64, if rewards.is_valid(i) { rewards.value(i) } else { f64::NAN }))
+            .map(|i| {
+                (
+                    i as i64,
+                    if rewards.is_valid(i) {
+                        rewards.value(i)
+                    } else {
+                        f64::NAN
+                    },
+                )
+            })
             .collect();
         let stats = reward_stats(&entries, 0);
         let usable = stats.n_valid >= 2 && stats.std.is_finite() && stats.std > 0.0;
