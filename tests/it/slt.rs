@@ -53,7 +53,6 @@ impl AsyncDB for Prefsmith {
 
 fn is_statement(sql: &str) -> bool {
     let first = sql
-        .trim_start()
         .split_whitespace()
         .next()
         .unwrap_or_default()

@@ -22,11 +22,12 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
+use datafusion::physical_plan::{collect, displayable, execute_stream};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use futures::{StreamExt, TryStreamExt};
 use prefsmith_udfs::selection::SkipReason;
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{ResolvedRule, SelectConfig};
 use crate::error::{Error, Result};
@@ -396,7 +397,11 @@ impl Plan<'_> {
             jobs.push(async move {
                 let ctx = new_context(1)?;
                 ctx.register_table("input", Arc::new(table))?;
-                let batches = tokio::spawn(async move { ctx.sql(&sql).await?.collect().await })
+                let batches = tokio::spawn(async move {
+                    let plan = ctx.sql(&sql).await?.create_physical_plan().await?;
+                    debug!(plan = %displayable(plan.as_ref()).indent(true), "select: streaming plan (one file)");
+                    collect(plan, ctx.task_ctx()).await
+                })
                     .await
                     .map_err(|e| Error::InvalidData {
                         context: "select".into(),
@@ -420,13 +425,15 @@ impl Plan<'_> {
         sql: &str,
         sink: &mut PairSink,
     ) -> Result<(), SinkError> {
-        let mut stream = ctx
+        let plan = ctx
             .sql(sql)
             .await
             .map_err(Error::from)?
-            .execute_stream()
+            .create_physical_plan()
             .await
             .map_err(Error::from)?;
+        debug!(plan = %displayable(plan.as_ref()).indent(true), "select: plan");
+        let mut stream = execute_stream(plan, ctx.task_ctx()).map_err(Error::from)?;
         while let Some(batch) = stream.next().await {
             sink.consume(&batch.map_err(Error::from)?)?;
         }
