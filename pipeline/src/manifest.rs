@@ -15,11 +15,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::metadata::SortingColumn;
 use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -149,7 +150,20 @@ impl StageWriter {
                 nulls_first: false,
             }]
         });
-        let properties = WriterProperties::builder()
+        // Dictionary encoding only pays for low-cardinality columns; for text columns (prompts,
+        // responses, ids) it costs an interning pass and then falls back to plain anyway.
+        let mut builder = WriterProperties::builder();
+        for field in schema.fields() {
+            if matches!(
+                field.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ) && !matches!(field.name().as_str(), "strategy" | "route" | "copy")
+            {
+                builder = builder
+                    .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+            }
+        }
+        let properties = builder
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(128 * 1024))
             .set_sorting_columns(sorting)

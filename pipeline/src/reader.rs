@@ -14,6 +14,7 @@ use datafusion::catalog::streaming::StreamingTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::SortExpr;
+use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
@@ -48,7 +49,7 @@ impl OrderedParquet {
             .map(|c| {
                 file_schema
                     .field_with_name(c)
-                    .map(|f| f.clone().with_nullable(true))
+                    .map(|f| as_view(f.clone()).with_nullable(true))
             })
             .collect::<std::result::Result<_, _>>()?;
         if number_by.is_some() {
@@ -104,6 +105,15 @@ impl PartitionStream for OrderedParquet {
     }
 }
 
+/// Strings are read as `Utf8View`: decoding then points into the pages instead of copying
+/// every string into a new buffer.
+fn as_view(field: Field) -> Field {
+    match field.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 => field.with_data_type(DataType::Utf8View),
+        _ => field,
+    }
+}
+
 async fn open(
     file: PathBuf,
     columns: Vec<String>,
@@ -112,10 +122,20 @@ async fn open(
 {
     let named =
         |e: &dyn std::fmt::Display| DataFusionError::Execution(format!("{}: {e}", file.display()));
-    let handle = tokio::fs::File::open(&file).await.map_err(|e| named(&e))?;
-    let builder = ParquetRecordBatchStreamBuilder::new(handle)
+    let mut handle = tokio::fs::File::open(&file).await.map_err(|e| named(&e))?;
+    let metadata = ArrowReaderMetadata::load_async(&mut handle, ArrowReaderOptions::new())
         .await
         .map_err(|e| named(&e))?;
+    let viewed: Vec<Field> = metadata
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| as_view(f.as_ref().clone()))
+        .collect();
+    let options = ArrowReaderOptions::new().with_schema(Arc::new(Schema::new(viewed)));
+    let metadata = ArrowReaderMetadata::try_new(Arc::clone(metadata.metadata()), options)
+        .map_err(|e| named(&e))?;
+    let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(handle, metadata);
     let arrow_schema = Arc::clone(builder.schema());
     let roots: Vec<usize> = columns
         .iter()

@@ -245,23 +245,49 @@ enum RuleSpec {
     Scalable { run_seed: u64 },
 }
 
-/// Response texts of the buffered entries, for the `*_with_text` forms: entry `e`'s text is
-/// `bytes[ends[e-1]..ends[e]]`.
+/// Response texts of the buffered entries, for the `*_with_text` forms, by reference: entry
+/// `e`'s text is row `refs[e].1` of `arrays[refs[e].0]`. Holding the input arrays (cheap `Arc`
+/// clones) instead of copying every string matters: only two texts per group are ever output.
 #[derive(Debug, Clone, Default)]
 struct Texts {
-    bytes: String,
-    ends: Vec<usize>,
+    arrays: Vec<ArrayRef>,
+    refs: Vec<(u32, u32)>,
 }
 
 impl Texts {
-    fn push(&mut self, text: Option<&str>) {
-        self.bytes.push_str(text.unwrap_or(""));
-        self.ends.push(self.bytes.len());
+    fn add_array(&mut self, array: &ArrayRef) -> u32 {
+        self.arrays.push(Arc::clone(array));
+        (self.arrays.len() - 1) as u32
     }
 
-    fn get(&self, entry: usize) -> &str {
-        let start = if entry == 0 { 0 } else { self.ends[entry - 1] };
-        &self.bytes[start..self.ends[entry]]
+    fn push(&mut self, array: u32, row: usize) {
+        self.refs.push((array, row as u32));
+    }
+
+    fn get(&self, entry: usize) -> Option<&str> {
+        let (array, row) = self.refs[entry];
+        args::string_at(&self.arrays[array as usize], row as usize)
+    }
+
+    /// The texts of entries `kept`, in that order, holding only the arrays they need.
+    fn retain(&self, kept: &[usize]) -> Self {
+        let mut rest = Self::default();
+        let mut remap: Vec<Option<u32>> = vec![None; self.arrays.len()];
+        for &entry in kept {
+            let (array, row) = self.refs[entry];
+            let id = *remap[array as usize]
+                .get_or_insert_with(|| rest.add_array(&self.arrays[array as usize]));
+            rest.refs.push((id, row));
+        }
+        rest
+    }
+
+    fn size(&self) -> usize {
+        self.arrays
+            .iter()
+            .map(|a| a.get_array_memory_size())
+            .sum::<usize>()
+            + self.refs.capacity() * 8
     }
 }
 
@@ -328,7 +354,7 @@ impl SelectPairGroups {
         group: usize,
         index: Option<i64>,
         reward: Option<f64>,
-        text: Option<&str>,
+        text: Option<(u32, usize)>,
     ) -> Result<()> {
         let Some(index) = index else {
             return exec_err!("{}: response_index must not be null", self.name());
@@ -337,8 +363,8 @@ impl SelectPairGroups {
         self.index.push(index);
         // Null rewards are kept (as NaN) so that they still count as responses.
         self.reward.push(reward.unwrap_or(f64::NAN));
-        if let Some(texts) = &mut self.texts {
-            texts.push(text);
+        if let (Some(texts), Some((array, row))) = (&mut self.texts, text) {
+            texts.push(array, row);
         }
         Ok(())
     }
@@ -396,11 +422,7 @@ impl SelectPairGroups {
             self.group = kept.iter().map(|&s| self.group[s] - n as u32).collect();
             self.index = kept.iter().map(|&s| self.index[s]).collect();
             self.reward = kept.iter().map(|&s| self.reward[s]).collect();
-            self.texts = texts.as_ref().map(|t| {
-                let mut rest = Texts::default();
-                kept.iter().for_each(|&s| rest.push(Some(t.get(s))));
-                rest
-            });
+            self.texts = texts.as_ref().map(|t| t.retain(&kept));
         }
         self.num_groups -= n;
         let prompt_ids = if self.form.scalable {
@@ -472,7 +494,7 @@ impl SelectPairGroups {
                         group
                             .iter()
                             .find(|e| e.index == index)
-                            .map(|e| texts.get(e.slot as usize))
+                            .and_then(|e| texts.get(e.slot as usize))
                     };
                     out.append_with_texts(
                         &selection,
@@ -505,10 +527,7 @@ impl SelectPairGroups {
             list_of(&offsets, Arc::new(rew), DataType::Float64)?,
         ];
         if let Some(texts) = &texts {
-            let text: StringArray = entries
-                .iter()
-                .map(|e| Some(texts.get(e.slot as usize)))
-                .collect();
+            let text: StringArray = entries.iter().map(|e| texts.get(e.slot as usize)).collect();
             state.push(list_of(&offsets, Arc::new(text), DataType::Utf8)?);
         }
         if self.form.scalable {
@@ -535,10 +554,13 @@ impl SelectPairGroups {
             let rew = rewards.value(row);
             let idx = idx.as_primitive::<Int64Type>();
             let rew = rew.as_primitive::<Float64Type>();
-            let txt = texts.map(|t| t.value(row));
+            let array = match (texts, &mut self.texts) {
+                (Some(lists), Some(store)) => Some(store.add_array(&lists.value(row))),
+                _ => None,
+            };
             for k in 0..idx.len() {
                 let reward = rew.is_valid(k).then(|| rew.value(k));
-                let text = txt.as_ref().map(|t| t.as_string::<i32>().value(k));
+                let text = array.map(|a| (a, k));
                 self.push(g, idx.is_valid(k).then(|| idx.value(k)), reward, text)?;
             }
             if self.form.scalable {
@@ -575,6 +597,7 @@ impl GroupsAccumulator for SelectPairGroups {
         self.group.reserve(group_indices.len());
         self.index.reserve(group_indices.len());
         self.reward.reserve(group_indices.len());
+        let text_array = self.texts.as_mut().map(|t| t.add_array(&values[2]));
         for (row, &g) in group_indices.iter().enumerate() {
             if let Some(filter) = opt_filter
                 && !(filter.is_valid(row) && filter.value(row))
@@ -583,12 +606,7 @@ impl GroupsAccumulator for SelectPairGroups {
             }
             let i = index.is_valid(row).then(|| index.value(row));
             let r = reward.is_valid(row).then(|| reward.value(row));
-            let text = if self.form.with_text {
-                args::string_at(&values[2], row)
-            } else {
-                None
-            };
-            self.push(g, i, r, text)?;
+            self.push(g, i, r, text_array.map(|a| (a, row)))?;
             if self.form.scalable {
                 self.note_prompt_id(g, args::string_at(&values[prompt_id_col], row));
             }
@@ -656,10 +674,7 @@ impl GroupsAccumulator for SelectPairGroups {
         self.group.capacity() * 4
             + self.index.capacity() * 8
             + self.reward.capacity() * 8
-            + self
-                .texts
-                .as_ref()
-                .map_or(0, |t| t.bytes.capacity() + t.ends.capacity() * 8)
+            + self.texts.as_ref().map_or(0, Texts::size)
             + self
                 .prompt_ids
                 .iter()
