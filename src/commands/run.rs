@@ -31,7 +31,7 @@ pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
             "select" => {
                 super::select::print_summary(&output, &stage.manifest);
                 if stage.up_to_date {
-                    println!("  {state}");
+                    println!("  up to date (same settings and inputs), not rerun");
                 }
             }
             kind => println!("{kind}: {} rows in {output}{state}", stage.manifest.rows),

@@ -545,6 +545,14 @@ impl SelectPairGroups {
         let indices = values[0].as_list::<i32>();
         let rewards = values[1].as_list::<i32>();
         let texts = self.form.with_text.then(|| values[2].as_list::<i32>());
+        // The whole batch's texts as one array, referenced by absolute position: slicing one
+        // array per group would cost an allocation per group.
+        let text_values = match (texts, &mut self.texts) {
+            (Some(lists), Some(store)) => {
+                Some((store.add_array(lists.values()), lists.value_offsets()))
+            }
+            _ => None,
+        };
         let prompt_id_col = self.form.rest();
         for (row, &g) in group_indices.iter().enumerate() {
             if indices.is_null(row) {
@@ -554,13 +562,10 @@ impl SelectPairGroups {
             let rew = rewards.value(row);
             let idx = idx.as_primitive::<Int64Type>();
             let rew = rew.as_primitive::<Float64Type>();
-            let array = match (texts, &mut self.texts) {
-                (Some(lists), Some(store)) => Some(store.add_array(&lists.value(row))),
-                _ => None,
-            };
+            let first_text = text_values.map(|(array, offsets)| (array, offsets[row] as usize));
             for k in 0..idx.len() {
                 let reward = rew.is_valid(k).then(|| rew.value(k));
-                let text = array.map(|a| (a, k));
+                let text = first_text.map(|(array, first)| (array, first + k));
                 self.push(g, idx.is_valid(k).then(|| idx.value(k)), reward, text)?;
             }
             if self.form.scalable {
