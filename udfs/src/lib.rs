@@ -12,6 +12,12 @@
 //! | `reward_stats(reward [, ddof])` | aggregate | `{n, n_valid, mean, std}` |
 //! | `reward_zscore(reward) OVER (PARTITION BY …)` | window | `(r − μ)/σ` per row |
 //! | `hf_prompt_id(prompt)` | scalar | sha256 hex of the prompt |
+//! | `implicit_reward(policy_logp, ref_logp, beta)` | scalar | β·(lp_θ − lp_ref) |
+//! | `reward_margin(chosen, rejected)` | scalar | chosen − rejected |
+//! | `margin_probability(m, m1, m2)` | scalar | (clip(m, m1, m2) − m1)/(m2 − m1) |
+//! | `fuse_preference(p1, p2, …)` | scalar | Σ logit(clip(p, ε, 1 − ε)) |
+//! | `margin_upper_bound(margin [, divisor [, m1]])` | aggregate | M2 by the tail-sparsity search |
+//! | `goal_prompt(score)` | scalar | the reward-augmented system prompt |
 //!
 //! The selection rules live in [`selection`], shared by every form. To add a function: write
 //! it in its own file under `scalar/`, `aggregate/` or `window/` (docs with a SQL example,
@@ -40,6 +46,19 @@ pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
             scalar::select_pair_list::SelectPairList::scalable(),
         )),
         Arc::new(ScalarUDF::from(scalar::hf_prompt_id::HfPromptId::default())),
+        Arc::new(ScalarUDF::from(
+            scalar::margin_math::MarginMath::implicit_reward(),
+        )),
+        Arc::new(ScalarUDF::from(
+            scalar::margin_math::MarginMath::reward_margin(),
+        )),
+        Arc::new(ScalarUDF::from(
+            scalar::margin_math::MarginMath::margin_probability(),
+        )),
+        Arc::new(ScalarUDF::from(
+            scalar::margin_math::MarginMath::fuse_preference(),
+        )),
+        Arc::new(ScalarUDF::from(scalar::goal_prompt::GoalPrompt::default())),
     ]
 }
 
@@ -60,6 +79,9 @@ pub fn aggregate_functions() -> Vec<Arc<AggregateUDF>> {
         )),
         Arc::new(AggregateUDF::from(
             aggregate::reward_stats::RewardStatsUdaf::default(),
+        )),
+        Arc::new(AggregateUDF::from(
+            aggregate::margin_upper_bound::MarginUpperBound::default(),
         )),
     ]
 }
@@ -104,6 +126,6 @@ mod tests {
         for name in &all {
             assert!(names.insert(name.clone()), "duplicate function name {name}");
         }
-        assert_eq!(all.len(), 9);
+        assert_eq!(all.len(), 15);
     }
 }

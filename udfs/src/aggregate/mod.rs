@@ -1,4 +1,5 @@
 //! Aggregate functions: one row per group (prompt).
 
+pub mod margin_upper_bound;
 pub mod reward_stats;
 pub mod select_pair;
