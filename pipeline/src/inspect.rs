@@ -91,16 +91,7 @@ pub async fn inspect(path: &str, columns: &ColumnMap) -> Result<Summary> {
         reward_quantiles: None,
     };
     let ctx = crate::session::new_context(0)?;
-    let paths: Vec<String> = files
-        .files
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
-    let options = datafusion::prelude::ParquetReadOptions {
-        file_extension: "",
-        ..Default::default()
-    };
-    ctx.register_table("t", ctx.read_parquet(paths, options).await?.into_view())?;
+    crate::session::register_parquet(&ctx, "t", &files.files).await?;
     let pid = if has(&columns.prompt_id) {
         ident(&columns.prompt_id)
     } else {

@@ -84,6 +84,32 @@ pub struct Timing {
 }
 
 impl Manifest {
+    /// A manifest for `stage` before commit (parts and rows are filled in by
+    /// [`StageWriter::commit`], the duration by the stage).
+    pub fn new(
+        stage: &str,
+        config_hash: String,
+        config: &impl Serialize,
+        inputs: Vec<InputInfo>,
+        stats: BTreeMap<String, serde_json::Value>,
+        started_unix: f64,
+    ) -> Self {
+        Self {
+            stage: stage.into(),
+            prefsmith_version: env!("CARGO_PKG_VERSION").into(),
+            config_hash,
+            config: serde_json::to_value(config).expect("stage configs always serialize"),
+            inputs,
+            parts: Vec::new(),
+            rows: 0,
+            stats,
+            timing: Timing {
+                started_unix,
+                seconds: 0.0,
+            },
+        }
+    }
+
     /// Reads a manifest.
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(Error::io(path))?;

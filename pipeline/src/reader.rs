@@ -20,6 +20,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::col;
 use futures::{StreamExt, TryStreamExt};
+pub use prefsmith_udfs::string_at;
 
 use crate::error::Result;
 
@@ -200,19 +201,5 @@ impl Numbering {
             *next += 1;
         }
         Ok(Arc::new(Int64Array::from(out)))
-    }
-}
-
-/// Row `i` of any string array.
-pub fn string_at(array: &ArrayRef, i: usize) -> Option<&str> {
-    use datafusion::arrow::array::AsArray;
-    if array.is_null(i) {
-        return None;
-    }
-    match array.data_type() {
-        DataType::Utf8 => Some(array.as_string::<i32>().value(i)),
-        DataType::LargeUtf8 => Some(array.as_string::<i64>().value(i)),
-        DataType::Utf8View => Some(array.as_string_view().value(i)),
-        _ => None,
     }
 }

@@ -1,8 +1,10 @@
 //! The DataFusion session every stage and `prefsmith sql` runs in: our functions registered,
 //! parallelism from the caller.
 
+use std::path::PathBuf;
+
 use datafusion::execution::FunctionRegistry;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 
 use crate::error::Result;
 
@@ -20,6 +22,18 @@ pub fn new_context(threads: usize) -> Result<SessionContext> {
 /// Registers prefsmith's functions on a registry (a `SessionContext`, say).
 pub fn register_functions(registry: &mut dyn FunctionRegistry) -> Result<()> {
     prefsmith_udfs::register_all(registry)?;
+    Ok(())
+}
+
+/// Registers Parquet `files` as table `name` (a parallel scan; any file name is accepted).
+pub async fn register_parquet(ctx: &SessionContext, name: &str, files: &[PathBuf]) -> Result<()> {
+    let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    let options = ParquetReadOptions {
+        file_extension: "",
+        ..Default::default()
+    };
+    let df = ctx.read_parquet(paths, options).await?;
+    ctx.register_table(name, df.into_view())?;
     Ok(())
 }
 

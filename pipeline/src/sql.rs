@@ -8,12 +8,12 @@ use std::path::Path;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::csv;
 use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
 use crate::error::{Error, Result};
 use crate::input;
-use crate::session::new_context;
+use crate::session::{new_context, register_parquet};
 
 /// A session with the given `name=path` tables registered.
 pub async fn context_with_tables(
@@ -26,17 +26,7 @@ pub async fn context_with_tables(
         for file in &files.files {
             input::FileInfo::read(file)?;
         }
-        let paths: Vec<String> = files
-            .files
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        let options = ParquetReadOptions {
-            file_extension: "",
-            ..Default::default()
-        };
-        let df = ctx.read_parquet(paths, options).await?;
-        ctx.register_table(name.as_str(), df.into_view())?;
+        register_parquet(&ctx, name, &files.files).await?;
     }
     Ok(ctx)
 }

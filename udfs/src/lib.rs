@@ -26,6 +26,8 @@
 
 pub mod aggregate;
 mod args;
+
+pub use args::string_at;
 pub mod pair_struct;
 pub mod scalar;
 pub mod selection;

@@ -32,9 +32,9 @@ use tracing::{debug, info, warn};
 use crate::config::{ResolvedRule, SelectConfig};
 use crate::error::{Error, Result};
 use crate::input::{self, Layout, ValidatedInput};
-use crate::manifest::{InputInfo, Manifest, StageWriter, Timing};
+use crate::manifest::{InputInfo, Manifest, StageWriter};
 use crate::reader::{OrderedParquet, ROW_INDEX_COLUMN, string_at};
-use crate::session::{ident, literal, new_context};
+use crate::session::{ident, literal, new_context, register_parquet};
 use crate::stages::{Progress, config_hash, now_unix};
 
 /// The pair table's columns: the contract later stages extend.
@@ -138,20 +138,7 @@ pub async fn run(
         })
         .collect();
     let stats = sink.stats(&validated, path, config.seed);
-    let manifest = Manifest {
-        stage: "select".into(),
-        prefsmith_version: env!("CARGO_PKG_VERSION").into(),
-        config_hash: hash,
-        config: serde_json::to_value(config).expect("config serializes"),
-        inputs,
-        parts: Vec::new(),
-        rows: 0,
-        stats,
-        timing: Timing {
-            started_unix,
-            seconds: 0.0,
-        },
-    };
+    let manifest = Manifest::new("select", hash, config, inputs, stats, started_unix);
     let mut manifest = sink.commit(manifest, started)?;
     manifest.timing.seconds = started.elapsed().as_secs_f64();
     info!(
@@ -458,19 +445,7 @@ fn struct_fields(p: &str) -> String {
 
 /// Registers the input files as table `input` (parallel scan).
 async fn register_files(ctx: &SessionContext, input: &ValidatedInput) -> Result<()> {
-    let paths: Vec<String> = input
-        .files
-        .files
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
-    let options = ParquetReadOptions {
-        file_extension: "",
-        ..Default::default()
-    };
-    let df = ctx.read_parquet(paths, options).await?;
-    ctx.register_table("input", df.into_view())?;
-    Ok(())
+    register_parquet(ctx, "input", &input.files.files).await
 }
 
 /// Why consuming the plan's output stopped.

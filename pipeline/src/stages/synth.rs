@@ -22,7 +22,7 @@ use tracing::info;
 
 use crate::config::{SynthConfig, SynthLayout};
 use crate::error::{Error, Result};
-use crate::manifest::{Manifest, StageWriter, Timing};
+use crate::manifest::{Manifest, StageWriter};
 use crate::stages::{Progress, config_hash, now_unix};
 
 /// Prompts per generated batch.
@@ -72,20 +72,14 @@ pub fn run(config: &SynthConfig, output: &Path) -> Result<Manifest> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let manifest = Manifest {
-        stage: "synth".into(),
-        prefsmith_version: env!("CARGO_PKG_VERSION").into(),
-        config_hash: synth_config_hash(config),
-        config: serde_json::to_value(config).expect("config serializes"),
-        inputs: Vec::new(),
-        parts: Vec::new(),
-        rows: 0,
+    let manifest = Manifest::new(
+        "synth",
+        synth_config_hash(config),
+        config,
+        Vec::new(),
         stats,
-        timing: Timing {
-            started_unix,
-            seconds: 0.0,
-        },
-    };
+        started_unix,
+    );
     let mut manifest = writer.commit(manifest)?;
     manifest.timing.seconds = started.elapsed().as_secs_f64();
     info!(rows = manifest.rows, parts = manifest.parts.len(), output = %output.display(), "synth: done");
