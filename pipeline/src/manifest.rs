@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::metadata::SortingColumn;
@@ -130,6 +130,9 @@ impl Manifest {
     }
 }
 
+/// Columns holding a handful of distinct labels, dictionary-encoded in stage outputs.
+const LABEL_COLUMNS: &[&str] = &["strategy", "route", "copy", "skip_reason"];
+
 /// Deterministic part names: `part-00000.parquet`, …
 pub fn part_name(index: usize) -> String {
     format!("part-{index:05}.parquet")
@@ -176,17 +179,12 @@ impl StageWriter {
                 nulls_first: false,
             }]
         });
-        // Dictionary encoding only pays for low-cardinality columns; for text columns (prompts,
-        // responses, ids) it costs an interning pass and then falls back to plain anyway.
-        let mut builder = WriterProperties::builder();
-        for field in schema.fields() {
-            if matches!(
-                field.data_type(),
-                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-            ) && !matches!(field.name().as_str(), "strategy" | "route" | "copy")
-            {
-                builder = builder
-                    .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+        // Dictionary encoding pays only for low-cardinality columns (labels such as `strategy`);
+        // for ids, texts and scores it costs a hashing pass per value and then falls back to plain.
+        let mut builder = WriterProperties::builder().set_dictionary_enabled(false);
+        for label in LABEL_COLUMNS {
+            if schema.index_of(label).is_ok() {
+                builder = builder.set_column_dictionary_enabled(ColumnPath::from(*label), true);
             }
         }
         let properties = builder

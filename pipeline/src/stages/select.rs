@@ -5,10 +5,10 @@
 //! * **wide** (one row per prompt): `select_pair_list` per row, texts picked with
 //!   `array_element` — no unnesting.
 //! * **long, streaming**: when the input is sorted by prompt id (declared with `input-sorted`
-//!   or stated by the files' Parquet metadata), each file is read in order and aggregated with
-//!   `select_pair_with_text` by an ordered (streaming) aggregation, files in parallel; memory
-//!   holds only the prompts still open. The claim is verified on the output (prompt ids must
-//!   come out strictly ascending); if it fails, the stage falls back to:
+//!   or stated by the files' Parquet metadata), each file is read in order and cut into runs of
+//!   equal prompt ids ([`crate::stages::runs`]): the same selection kernel per run, no hashing,
+//!   texts gathered by reference, files in parallel, memory bounded by the open runs. The claim
+//!   is verified on the way (prompt ids must rise strictly); if it fails, the stage falls back to:
 //! * **long, hash**: one hash aggregation with `select_pair_with_text` over all files, then a
 //!   sort by prompt id.
 
@@ -22,9 +22,10 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
-use datafusion::physical_plan::{collect, displayable, execute_stream};
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::physical_plan::{displayable, execute_stream};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use prefsmith_udfs::selection::SkipReason;
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -35,6 +36,7 @@ use crate::input::{self, Layout, ValidatedInput};
 use crate::manifest::{InputInfo, Manifest, StageWriter};
 use crate::reader::{OrderedParquet, ROW_INDEX_COLUMN, string_at};
 use crate::session::{ident, literal, new_context, register_parquet};
+use crate::stages::runs::{RunColumns, RunError, RunRule, select_runs};
 use crate::stages::{Progress, config_hash, now_unix};
 
 /// The pair table's columns: the contract later stages extend.
@@ -375,30 +377,42 @@ impl Plan<'_> {
         } else {
             self.options.threads
         };
-        let sql = self.long_sql(self.index_column());
+        let rule = match self.config.pair_rule()? {
+            Some(rule) => RunRule::Fixed(rule),
+            None => RunRule::Scalable(self.config.seed),
+        };
+        let ddof = self.ddof();
+        let task_ctx = new_context(1)?.task_ctx();
         let mut jobs = Vec::new();
         for file in &self.input.files.files {
             let reader = self.ordered_reader(std::slice::from_ref(file), prompt_id.clone())?;
-            let table = reader.into_table(Some(&prompt_id))?;
-            let sql = sql.clone();
+            let schema = Arc::clone(reader.schema());
+            let c = &self.config.columns;
+            let columns = RunColumns {
+                prompt_id: schema.index_of(&c.prompt_id)?,
+                prompt: schema.index_of(&c.prompt)?,
+                response: schema.index_of(&c.response)?,
+                reward: schema.index_of(&c.reward)?,
+                index: schema.index_of(self.index_column())?,
+            };
+            let stream = reader.execute(Arc::clone(&task_ctx));
             jobs.push(async move {
-                let ctx = new_context(1)?;
-                ctx.register_table("input", Arc::new(table))?;
-                let batches = tokio::spawn(async move {
-                    let plan = ctx.sql(&sql).await?.create_physical_plan().await?;
-                    debug!(plan = %displayable(plan.as_ref()).indent(true), "select: streaming plan (one file)");
-                    collect(plan, ctx.task_ctx()).await
-                })
+                tokio::spawn(select_runs(stream, columns, rule, ddof))
                     .await
-                    .map_err(|e| Error::InvalidData {
-                        context: "select".into(),
-                        message: e.to_string(),
-                    })??;
-                Ok::<_, Error>(batches)
+                    .map_err(|e| {
+                        RunError::Stage(Error::InvalidData {
+                            context: "select".into(),
+                            message: e.to_string(),
+                        })
+                    })?
             });
         }
         let mut results = futures::stream::iter(jobs).buffered(threads.max(1));
-        while let Some(batches) = results.try_next().await? {
+        while let Some(result) = results.next().await {
+            let batches = result.map_err(|e| match e {
+                RunError::OutOfOrder { previous, next } => SinkError::OutOfOrder { previous, next },
+                RunError::Stage(e) => SinkError::Stage(e),
+            })?;
             for batch in batches {
                 sink.consume(&batch)?;
             }
