@@ -1,7 +1,8 @@
 //! The `select` stage: one preference pair per prompt, by the rules of Decision 2, from the
 //! wide or the long layout, written as a pair table sorted by `prompt_id`.
 //!
-//! Plans, all DataFusion SQL over the functions of `prefsmith-udfs`:
+//! Plans (wide and hash are DataFusion SQL over the functions of `prefsmith-udfs`; streaming
+//! runs the same kernel directly):
 //! * **wide** (one row per prompt): `select_pair_list` per row, texts picked with
 //!   `array_element` — no unnesting.
 //! * **long, streaming**: when the input is sorted by prompt id (declared with `input-sorted`
