@@ -55,7 +55,12 @@ pub async fn inspect(path: &str, columns: &ColumnMap) -> Result<Summary> {
     let dir = Path::new(path);
     let stage_output = if dir.is_dir() {
         match Manifest::read_dir(dir)? {
-            Some(m) => format!("complete (stage {}, {} parts)", m.stage, m.parts.len()),
+            Some(m) => format!(
+                "complete (stage {}, {} part{})",
+                m.stage,
+                m.parts.len(),
+                if m.parts.len() == 1 { "" } else { "s" }
+            ),
             None if input::resolve(path).is_err() => "incomplete (no _manifest.json)".to_string(),
             None => "not a stage output".to_string(),
         }

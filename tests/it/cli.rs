@@ -292,7 +292,7 @@ fn inspect_summarises_datasets() {
     ]));
     let stdout = ok(&prefsmith(&["inspect", out.to_str().expect("utf-8")]));
     assert!(
-        stdout.contains("complete (stage select, 1 parts)") && stdout.contains("layout pairs"),
+        stdout.contains("complete (stage select, 1 part)") && stdout.contains("layout pairs"),
         "{stdout}"
     );
 }
