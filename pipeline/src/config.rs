@@ -340,6 +340,8 @@ pub enum StageConfig {
     Synth(SynthConfig),
     /// Select preference pairs.
     Select(SelectConfig),
+    /// Rank pairs by margin and route them to DPO or SFT.
+    Route(crate::stages::route::RouteConfig),
 }
 
 impl StageConfig {
@@ -348,6 +350,7 @@ impl StageConfig {
         match self {
             Self::Synth(_) => "synth",
             Self::Select(_) => "select",
+            Self::Route(_) => "route",
         }
     }
 
@@ -356,6 +359,7 @@ impl StageConfig {
         match self {
             Self::Synth(c) => c.output.as_deref(),
             Self::Select(c) => c.output.as_deref(),
+            Self::Route(c) => c.output.as_deref(),
         }
     }
 }

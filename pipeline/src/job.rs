@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::input;
 use crate::manifest::Manifest;
 use crate::stages::select::{self, RunOptions};
-use crate::stages::synth;
+use crate::stages::{route, synth};
 
 /// What happened to one stage of a job.
 #[derive(Debug, Clone)]
@@ -54,14 +54,25 @@ pub async fn run(
                     None => fresh("synth", output.clone(), synth::run(config, &output)?),
                 }
             }
+            StageConfig::Route(config) => {
+                let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
+                let files = input::resolve(&input)?;
+                let infos = files
+                    .files
+                    .iter()
+                    .map(|f| input::FileInfo::read(f))
+                    .collect::<Result<Vec<_>>>()?;
+                match up_to_date(&output, "route", &config.hash(&infos), force)? {
+                    Some(manifest) => skip("route", output.clone(), manifest),
+                    None => fresh(
+                        "route",
+                        output.clone(),
+                        route::run(config, &input, &output).await?,
+                    ),
+                }
+            }
             StageConfig::Select(config) => {
-                let input = match (&config.input, &previous) {
-                    (Some(input), _) => input.clone(),
-                    (None, Some(prev)) => prev.display().to_string(),
-                    (None, None) => {
-                        return Err(Error::config(&key, "the first stage needs an 'input'"));
-                    }
-                };
+                let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
                 let validated = input::validate(input::resolve(&input)?, &config.columns)?;
                 let hash = select::select_config_hash(config, &validated);
                 match up_to_date(&output, "select", &hash, force)? {
@@ -78,6 +89,15 @@ pub async fn run(
         runs.push(run);
     }
     Ok(runs)
+}
+
+/// A stage's input: its own `input`, else the previous stage's output.
+fn stage_input(own: Option<&String>, previous: Option<&PathBuf>, key: &str) -> Result<String> {
+    match (own, previous) {
+        (Some(input), _) => Ok(input.clone()),
+        (None, Some(prev)) => Ok(prev.display().to_string()),
+        (None, None) => Err(Error::config(key, "the first stage needs an 'input'")),
+    }
 }
 
 fn up_to_date(output: &Path, stage: &str, hash: &str, force: bool) -> Result<Option<Manifest>> {

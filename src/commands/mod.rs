@@ -1,6 +1,7 @@
 //! One module per subcommand; each parses nothing itself and calls into the libraries.
 
 mod inspect;
+mod route;
 mod run;
 mod select;
 mod sql;
@@ -25,6 +26,8 @@ enum Command {
     Run(run::Args),
     /// Select one preference pair per prompt (sweet spot by default).
     Select(select::Args),
+    /// Rank pairs by margin (curriculum) and route small margins to SFT (MixDPO).
+    Route(route::Args),
     /// Run SQL over Parquet with every prefsmith function registered.
     Sql(sql::Args),
     /// Generate deterministic synthetic scored responses.
@@ -38,6 +41,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args, cli.threads).await,
         Command::Select(args) => select::run(args, cli.threads).await,
+        Command::Route(args) => route::run(args).await,
         Command::Sql(args) => sql::run(args, cli.threads).await,
         Command::Synth(args) => synth::run(args),
         Command::Inspect(args) => inspect::run(args).await,

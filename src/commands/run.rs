@@ -34,6 +34,12 @@ pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
                     println!("  up to date (same settings and inputs), not rerun");
                 }
             }
+            "route" => {
+                super::route::print_summary(&output, &stage.manifest);
+                if stage.up_to_date {
+                    println!("  up to date (same settings and inputs), not rerun");
+                }
+            }
             kind => println!("{kind}: {} rows in {output}{state}", stage.manifest.rows),
         }
     }

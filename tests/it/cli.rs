@@ -306,7 +306,8 @@ fn job_chains_stages_and_resumes_after_a_failed_stage() {
             &job,
             format!(
                 "name = \"chain\"\n\n[[stages]]\nkind = \"synth\"\noutput = \"data\"\nprompts = 200\nresponses = 5\n\n\
-                 [[stages]]\nkind = \"select\"\noutput = \"pairs\"\nstrategy = \"{strategy}\"\n"
+                 [[stages]]\nkind = \"select\"\noutput = \"pairs\"\nstrategy = \"{strategy}\"\n\n\
+                 [[stages]]\nkind = \"route\"\noutput = \"routed\"\nroute-percentile = 10\n"
             ),
         )
         .expect("write job");
@@ -330,6 +331,9 @@ fn job_chains_stages_and_resumes_after_a_failed_stage() {
         "{stdout}"
     );
     assert!(stdout.contains("strategy sweet-spot"), "{stdout}");
+    // The route stage read the new pairs (its input changed), so it ran again too.
+    assert!(stdout.contains("route: ") && stdout.contains("(percentile 10, margin column rating_gap)"), "{stdout}");
+    assert!(!stdout.contains("not rerun)\nroute"), "{stdout}");
     assert_eq!(
         synth_manifest,
         std::fs::read(dir.path().join("data/_manifest.json")).expect("manifest")

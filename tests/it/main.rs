@@ -2,6 +2,7 @@
 //!
 //! * `slt` — SQL behaviour of every function, from `tests/sql/*.slt` (sqllogictest);
 //! * `reference` — pair tables checked against the independent Python implementation;
+//! * `route` — curriculum ranks and DPO/SFT routing (hand-computed and numpy);
 //! * `cli` — the binary end to end: quickstart, jobs, `sql`, `synth`, `inspect`;
 //! * `bad_input` — clear, named errors and no output that looks complete.
 
@@ -9,4 +10,5 @@ mod bad_input;
 mod cli;
 mod common;
 mod reference;
+mod route;
 mod slt;

@@ -1,6 +1,7 @@
 //! Pipeline stages. Each reads its input, writes a stage output directory under the contract
 //! of [`crate::manifest`], and returns the manifest it wrote.
 
+pub mod route;
 pub mod runs;
 pub mod select;
 pub mod synth;
@@ -20,6 +21,22 @@ pub fn config_hash(stage: &str, value: &serde_json::Value) -> String {
         .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The input files as they enter a config hash: path, size and modification time, so that a
+/// rewritten input makes the stage rerun.
+pub fn input_listing(infos: &[crate::input::FileInfo]) -> serde_json::Value {
+    infos
+        .iter()
+        .map(|i| {
+            let modified = std::fs::metadata(&i.path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos());
+            serde_json::json!([i.path.display().to_string(), i.bytes, modified])
+        })
         .collect()
 }
 

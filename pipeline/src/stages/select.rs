@@ -38,7 +38,7 @@ use crate::manifest::{InputInfo, Manifest, StageWriter};
 use crate::reader::{OrderedParquet, ROW_INDEX_COLUMN, string_at};
 use crate::session::{ident, literal, new_context, register_parquet};
 use crate::stages::runs::{RunColumns, RunError, RunRule, select_runs};
-use crate::stages::{Progress, config_hash, now_unix};
+use crate::stages::{Progress, config_hash, input_listing, now_unix};
 
 /// The pair table's columns: the contract later stages extend.
 pub fn pair_table_schema() -> SchemaRef {
@@ -156,19 +156,10 @@ pub async fn run(
 /// The hash that decides whether an existing output is up to date: the resolved config and
 /// the input files (paths, sizes, modification times).
 pub fn select_config_hash(config: &SelectConfig, input: &ValidatedInput) -> String {
-    let files: Vec<_> = input
-        .infos
-        .iter()
-        .map(|i| {
-            let modified = std::fs::metadata(&i.path)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos());
-            json!([i.path.display().to_string(), i.bytes, modified])
-        })
-        .collect();
-    config_hash("select", &json!({"config": config, "inputs": files}))
+    config_hash(
+        "select",
+        &json!({"config": config, "inputs": input_listing(&input.infos)}),
+    )
 }
 
 struct Plan<'a> {
