@@ -342,6 +342,8 @@ pub enum StageConfig {
     Select(SelectConfig),
     /// Rank pairs by margin and route them to DPO or SFT.
     Route(crate::stages::route::RouteConfig),
+    /// Two goal-conditioned copies per pair (reward-augmented DPO).
+    Augment(crate::stages::augment::AugmentConfig),
 }
 
 impl StageConfig {
@@ -351,6 +353,7 @@ impl StageConfig {
             Self::Synth(_) => "synth",
             Self::Select(_) => "select",
             Self::Route(_) => "route",
+            Self::Augment(_) => "augment",
         }
     }
 
@@ -360,6 +363,7 @@ impl StageConfig {
             Self::Synth(c) => c.output.as_deref(),
             Self::Select(c) => c.output.as_deref(),
             Self::Route(c) => c.output.as_deref(),
+            Self::Augment(c) => c.output.as_deref(),
         }
     }
 }

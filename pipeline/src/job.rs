@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::input;
 use crate::manifest::Manifest;
 use crate::stages::select::{self, RunOptions};
-use crate::stages::{route, synth};
+use crate::stages::{augment, route, synth};
 
 /// What happened to one stage of a job.
 #[derive(Debug, Clone)]
@@ -68,6 +68,23 @@ pub async fn run(
                         "route",
                         output.clone(),
                         route::run(config, &input, &output).await?,
+                    ),
+                }
+            }
+            StageConfig::Augment(config) => {
+                let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
+                let files = input::resolve(&input)?;
+                let infos = files
+                    .files
+                    .iter()
+                    .map(|f| input::FileInfo::read(f))
+                    .collect::<Result<Vec<_>>>()?;
+                match up_to_date(&output, "augment", &config.hash(&infos), force)? {
+                    Some(manifest) => skip("augment", output.clone(), manifest),
+                    None => fresh(
+                        "augment",
+                        output.clone(),
+                        augment::run(config, &input, &output).await?,
                     ),
                 }
             }

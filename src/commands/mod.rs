@@ -1,5 +1,6 @@
 //! One module per subcommand; each parses nothing itself and calls into the libraries.
 
+mod augment;
 mod inspect;
 mod route;
 mod run;
@@ -26,6 +27,8 @@ enum Command {
     Run(run::Args),
     /// Select one preference pair per prompt (sweet spot by default).
     Select(select::Args),
+    /// Two goal-conditioned copies per pair, roles swapped in the second (reward-augmented DPO).
+    Augment(augment::Args),
     /// Rank pairs by margin (curriculum) and route small margins to SFT (MixDPO).
     Route(route::Args),
     /// Run SQL over Parquet with every prefsmith function registered.
@@ -41,6 +44,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args, cli.threads).await,
         Command::Select(args) => select::run(args, cli.threads).await,
+        Command::Augment(args) => augment::run(args).await,
         Command::Route(args) => route::run(args).await,
         Command::Sql(args) => sql::run(args, cli.threads).await,
         Command::Synth(args) => synth::run(args),

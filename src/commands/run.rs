@@ -34,6 +34,7 @@ pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
                     println!("  up to date (same settings and inputs), not rerun");
                 }
             }
+            "augment" => super::augment::print_summary(&output, &stage.manifest),
             "route" => {
                 super::route::print_summary(&output, &stage.manifest);
                 if stage.up_to_date {

@@ -332,7 +332,10 @@ fn job_chains_stages_and_resumes_after_a_failed_stage() {
     );
     assert!(stdout.contains("strategy sweet-spot"), "{stdout}");
     // The route stage read the new pairs (its input changed), so it ran again too.
-    assert!(stdout.contains("route: ") && stdout.contains("(percentile 10, margin column rating_gap)"), "{stdout}");
+    assert!(
+        stdout.contains("route: ") && stdout.contains("(percentile 10, margin column rating_gap)"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("not rerun)\nroute"), "{stdout}");
     assert_eq!(
         synth_manifest,

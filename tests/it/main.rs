@@ -2,10 +2,12 @@
 //!
 //! * `slt` — SQL behaviour of every function, from `tests/sql/*.slt` (sqllogictest);
 //! * `reference` — pair tables checked against the independent Python implementation;
+//! * `augment` — reward-augmented copies, checked row by row with pyarrow;
 //! * `route` — curriculum ranks and DPO/SFT routing (hand-computed and numpy);
 //! * `cli` — the binary end to end: quickstart, jobs, `sql`, `synth`, `inspect`;
 //! * `bad_input` — clear, named errors and no output that looks complete.
 
+mod augment;
 mod bad_input;
 mod cli;
 mod common;

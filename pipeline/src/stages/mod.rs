@@ -1,6 +1,7 @@
 //! Pipeline stages. Each reads its input, writes a stage output directory under the contract
 //! of [`crate::manifest`], and returns the manifest it wrote.
 
+pub mod augment;
 pub mod route;
 pub mod runs;
 pub mod select;
