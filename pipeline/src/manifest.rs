@@ -50,6 +50,16 @@ pub struct InputInfo {
     pub rows: u64,
 }
 
+impl From<&crate::input::FileInfo> for InputInfo {
+    fn from(info: &crate::input::FileInfo) -> Self {
+        Self {
+            path: info.path.display().to_string(),
+            bytes: info.bytes,
+            rows: info.rows,
+        }
+    }
+}
+
 /// `_manifest.json`: what a stage read, with which settings, and what it wrote.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {

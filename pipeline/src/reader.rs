@@ -106,6 +106,19 @@ impl PartitionStream for OrderedParquet {
     }
 }
 
+/// Every row of `files` (all columns of `schema`), in order: for stages that need the whole
+/// table, such as a global ranking.
+pub async fn read_all_in_order(files: &[PathBuf], schema: &Schema) -> Result<Vec<RecordBatch>> {
+    let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let reader = OrderedParquet::new(files.to_vec(), schema, columns, None)?;
+    let mut stream = reader.execute(crate::session::new_context(1)?.task_ctx());
+    let mut batches = Vec::new();
+    while let Some(batch) = stream.next().await {
+        batches.push(batch?);
+    }
+    Ok(batches)
+}
+
 /// Strings are read as `Utf8View`: decoding then points into the pages instead of copying
 /// every string into a new buffer.
 fn as_view(field: Field) -> Field {

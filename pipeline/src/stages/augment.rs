@@ -23,8 +23,6 @@ use datafusion::arrow::compute::{
     SortColumn, cast, concat_batches, interleave, lexsort_to_indices, take, take_record_batch,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
-use datafusion::physical_plan::streaming::PartitionStream;
-use futures::StreamExt;
 use prefsmith_udfs::scalar::goal_prompt::goal_prompt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -33,8 +31,7 @@ use tracing::info;
 use crate::error::{Error, Result};
 use crate::input::{self, FileInfo};
 use crate::manifest::{InputInfo, Manifest, StageWriter};
-use crate::reader::{OrderedParquet, string_at};
-use crate::session::new_context;
+use crate::reader::{read_all_in_order, string_at};
 use crate::stages::{config_hash, input_listing, now_unix};
 
 /// Settings of the `augment` stage.
@@ -150,13 +147,11 @@ pub async fn run(config: &AugmentConfig, input: &str, output: &Path) -> Result<M
             message: "already has a 'copy' column (augmented twice?)".into(),
         });
     }
-    let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    let mut stream = OrderedParquet::new(files.files.clone(), &schema, columns, None)?
-        .execute(new_context(1)?.task_ctx());
-    let mut batches = Vec::new();
-    while let Some(batch) = stream.next().await {
-        batches.push(normalise(&batch?)?);
-    }
+    let batches = read_all_in_order(&files.files, &schema)
+        .await?
+        .iter()
+        .map(normalise)
+        .collect::<Result<Vec<_>>>()?;
     let out_schema = match batches.first() {
         Some(b) => with_copy(b.schema()),
         None => return Err(Error::EmptyInput { path: input.into() }),
@@ -170,14 +165,7 @@ pub async fn run(config: &AugmentConfig, input: &str, output: &Path) -> Result<M
     )?;
     let (written, ties) = augment_batch(&batch, &out_schema, &mut writer, input)?;
     let pairs = written + ties;
-    let inputs = infos
-        .iter()
-        .map(|i| InputInfo {
-            path: i.path.display().to_string(),
-            bytes: i.bytes,
-            rows: i.rows,
-        })
-        .collect();
+    let inputs = infos.iter().map(InputInfo::from).collect();
     let stats = [
         ("pairs", json!(pairs)),
         ("dropped_equal_scores", json!(ties)),

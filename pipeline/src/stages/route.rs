@@ -17,8 +17,6 @@ use std::time::Instant;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema};
-use datafusion::physical_plan::streaming::PartitionStream;
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::info;
@@ -26,8 +24,7 @@ use tracing::info;
 use crate::error::{Error, Result};
 use crate::input::{self, FileInfo};
 use crate::manifest::{InputInfo, Manifest, StageWriter};
-use crate::reader::{OrderedParquet, string_at};
-use crate::session::new_context;
+use crate::reader::{read_all_in_order, string_at};
 use crate::stages::{config_hash, input_listing, now_unix};
 
 /// Settings of the `route` stage.
@@ -140,13 +137,7 @@ pub async fn run(config: &RouteConfig, input: &str, output: &Path) -> Result<Man
         });
     }
     // Read every row in order (files in order, rows in file order): that order breaks ties.
-    let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    let reader = OrderedParquet::new(files.files.clone(), &schema, columns, None)?;
-    let mut stream = reader.execute(new_context(1)?.task_ctx());
-    let mut batches = Vec::new();
-    while let Some(batch) = stream.next().await {
-        batches.push(batch?);
-    }
+    let batches = read_all_in_order(&files.files, &schema).await?;
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     if rows == 0 {
         return Err(Error::EmptyInput { path: input.into() });
@@ -215,14 +206,7 @@ pub async fn run(config: &RouteConfig, input: &str, output: &Path) -> Result<Man
         writer.write(&RecordBatch::try_new(Arc::clone(&out_schema), columns)?)?;
         offset += n;
     }
-    let inputs = infos
-        .iter()
-        .map(|i| InputInfo {
-            path: i.path.display().to_string(),
-            bytes: i.bytes,
-            rows: i.rows,
-        })
-        .collect();
+    let inputs = infos.iter().map(InputInfo::from).collect();
     let stats = [
         ("pairs", json!(rows)),
         ("dpo", json!(rows - sft)),

@@ -131,15 +131,7 @@ pub async fn run(
             }
         }
     }
-    let inputs = validated
-        .infos
-        .iter()
-        .map(|i| InputInfo {
-            path: i.path.display().to_string(),
-            bytes: i.bytes,
-            rows: i.rows,
-        })
-        .collect();
+    let inputs = validated.infos.iter().map(InputInfo::from).collect();
     let stats = sink.stats(&validated, path, config.seed);
     let manifest = Manifest::new("select", hash, config, inputs, stats, started_unix);
     let mut manifest = sink.commit(manifest, started)?;
