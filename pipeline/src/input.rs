@@ -177,6 +177,13 @@ impl FileInfo {
     }
 }
 
+impl InputFiles {
+    /// Every file's footer, in order (a named error for a file that is not readable Parquet).
+    pub fn infos(&self) -> Result<Vec<FileInfo>> {
+        self.files.iter().map(|f| FileInfo::read(f)).collect()
+    }
+}
+
 /// The two input layouts `select` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -260,11 +267,7 @@ fn check_column(
 /// Reads every footer, detects the layout from the first file's columns and checks every file
 /// against it.
 pub fn validate(files: InputFiles, columns: &ColumnMap) -> Result<ValidatedInput> {
-    let infos = files
-        .files
-        .iter()
-        .map(|f| FileInfo::read(f))
-        .collect::<Result<Vec<_>>>()?;
+    let infos = files.infos()?;
     let first = &infos[0];
     let has = |name: &str| first.schema.field_with_name(name).is_ok();
     let layout = if has(&columns.scores) || has(&columns.responses) {

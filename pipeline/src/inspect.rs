@@ -68,11 +68,7 @@ pub async fn inspect(path: &str, columns: &ColumnMap) -> Result<Summary> {
         "not a stage output".to_string()
     };
     let files = input::resolve_any(path)?;
-    let infos = files
-        .files
-        .iter()
-        .map(|f| input::FileInfo::read(f))
-        .collect::<Result<Vec<_>>>()?;
+    let infos = files.infos()?;
     let schema = &infos[0].schema;
     let has = |c: &str| schema.field_with_name(c).is_ok();
     let mut summary = Summary {

@@ -56,12 +56,7 @@ pub async fn run(
             }
             StageConfig::Route(config) => {
                 let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
-                let files = input::resolve(&input)?;
-                let infos = files
-                    .files
-                    .iter()
-                    .map(|f| input::FileInfo::read(f))
-                    .collect::<Result<Vec<_>>>()?;
+                let infos = input::resolve(&input)?.infos()?;
                 match up_to_date(&output, "route", &config.hash(&infos), force)? {
                     Some(manifest) => skip("route", output.clone(), manifest),
                     None => fresh(
@@ -73,12 +68,7 @@ pub async fn run(
             }
             StageConfig::Augment(config) => {
                 let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
-                let files = input::resolve(&input)?;
-                let infos = files
-                    .files
-                    .iter()
-                    .map(|f| input::FileInfo::read(f))
-                    .collect::<Result<Vec<_>>>()?;
+                let infos = input::resolve(&input)?.infos()?;
                 match up_to_date(&output, "augment", &config.hash(&infos), force)? {
                     Some(manifest) => skip("augment", output.clone(), manifest),
                     None => fresh(

@@ -119,11 +119,7 @@ pub async fn run(config: &AugmentConfig, input: &str, output: &Path) -> Result<M
     let started = Instant::now();
     let started_unix = now_unix();
     let files = input::resolve(input)?;
-    let infos = files
-        .files
-        .iter()
-        .map(|f| FileInfo::read(f))
-        .collect::<Result<Vec<_>>>()?;
+    let infos = files.infos()?;
     let schema = Arc::clone(&infos[0].schema);
     for column in [
         "prompt_id",
@@ -169,7 +165,6 @@ pub async fn run(config: &AugmentConfig, input: &str, output: &Path) -> Result<M
     let stats = [
         ("pairs", json!(pairs)),
         ("dropped_equal_scores", json!(ties)),
-        ("rows_written", json!(2 * (pairs - ties))),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -115,11 +115,7 @@ pub async fn run(config: &RouteConfig, input: &str, output: &Path) -> Result<Man
     let started_unix = now_unix();
     let split = config.split()?;
     let files = input::resolve(input)?;
-    let infos = files
-        .files
-        .iter()
-        .map(|f| FileInfo::read(f))
-        .collect::<Result<Vec<_>>>()?;
+    let infos = files.infos()?;
     let schema = Arc::clone(&infos[0].schema);
     let margin_at = schema
         .index_of(&config.margin_column)

@@ -134,7 +134,7 @@ pub async fn run(
     let inputs = validated.infos.iter().map(InputInfo::from).collect();
     let stats = sink.stats(&validated, path, config.seed);
     let manifest = Manifest::new("select", hash, config, inputs, stats, started_unix);
-    let mut manifest = sink.commit(manifest, started)?;
+    let mut manifest = sink.commit(manifest)?;
     manifest.timing.seconds = started.elapsed().as_secs_f64();
     info!(
         pairs = manifest.rows,
@@ -671,7 +671,7 @@ impl PairSink {
         ])
     }
 
-    fn commit(self, manifest: Manifest, _started: Instant) -> Result<Manifest> {
+    fn commit(self, manifest: Manifest) -> Result<Manifest> {
         self.progress.finish();
         self.writer.commit(manifest)
     }
