@@ -151,6 +151,9 @@ pub struct SelectConfig {
     /// out unsorted falls back to the hash aggregation. Default: detected from Parquet metadata.
     #[serde(default)]
     pub input_sorted: Option<bool>,
+    /// The input's layout: `auto` (default, detected from the columns), `wide` or `long`.
+    #[serde(default)]
+    pub input_format: crate::formats::InputFormat,
 }
 
 fn default_max_rows_per_file() -> usize {
@@ -170,6 +173,7 @@ impl Default for SelectConfig {
             columns: ColumnMap::default(),
             max_rows_per_file: default_max_rows_per_file(),
             input_sorted: None,
+            input_format: crate::formats::InputFormat::Auto,
         }
     }
 }
@@ -344,6 +348,10 @@ pub enum StageConfig {
     Route(crate::stages::route::RouteConfig),
     /// Two goal-conditioned copies per pair (reward-augmented DPO).
     Augment(crate::stages::augment::AugmentConfig),
+    /// Keep the pairs with the largest fused margins (BeeS).
+    SelectMargin(crate::stages::select_margin::SelectMarginConfig),
+    /// Write a pair table in a trainer's layout.
+    Export(crate::stages::export::ExportConfig),
 }
 
 impl StageConfig {
@@ -354,6 +362,8 @@ impl StageConfig {
             Self::Select(_) => "select",
             Self::Route(_) => "route",
             Self::Augment(_) => "augment",
+            Self::SelectMargin(_) => "select-margin",
+            Self::Export(_) => "export",
         }
     }
 
@@ -364,6 +374,8 @@ impl StageConfig {
             Self::Select(c) => c.output.as_deref(),
             Self::Route(c) => c.output.as_deref(),
             Self::Augment(c) => c.output.as_deref(),
+            Self::SelectMargin(c) => c.output.as_deref(),
+            Self::Export(c) => c.output.as_deref(),
         }
     }
 }

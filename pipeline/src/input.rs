@@ -264,15 +264,21 @@ fn check_column(
     Ok(())
 }
 
-/// Reads every footer, detects the layout from the first file's columns and checks every file
-/// against it.
-pub fn validate(files: InputFiles, columns: &ColumnMap) -> Result<ValidatedInput> {
+/// Reads every footer, detects the layout from the first file's columns (unless `forced`
+/// names it) and checks every file against it.
+pub fn validate(
+    files: InputFiles,
+    columns: &ColumnMap,
+    forced: Option<Layout>,
+) -> Result<ValidatedInput> {
     let infos = files.infos()?;
     let first = &infos[0];
     let has = |name: &str| first.schema.field_with_name(name).is_ok();
-    let layout = if has(&columns.scores) || has(&columns.responses) {
+    let wide = has(&columns.scores) || has(&columns.responses);
+    let long = has(&columns.reward) || has(&columns.response);
+    let layout = if forced == Some(Layout::Wide) || (forced.is_none() && wide) {
         Layout::Wide
-    } else if has(&columns.reward) || has(&columns.response) {
+    } else if forced == Some(Layout::Long) || long {
         Layout::Long
     } else {
         return Err(Error::MissingColumn {

@@ -105,7 +105,7 @@ pub async fn inspect(path: &str, columns: &ColumnMap) -> Result<Summary> {
             format!("SELECT {pid} AS id, 1 AS n FROM t"),
         )
     } else {
-        let probe = input::validate(files, columns);
+        let probe = input::validate(files, columns, None);
         match probe.map(|v| v.layout) {
             Ok(Layout::Wide) => {
                 summary.layout = "wide".into();

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::input;
 use crate::manifest::Manifest;
 use crate::stages::select::{self, RunOptions};
-use crate::stages::{augment, route, synth};
+use crate::stages::{augment, export, route, select_margin, synth};
 
 /// What happened to one stage of a job.
 #[derive(Debug, Clone)]
@@ -56,8 +56,8 @@ pub async fn run(
             }
             StageConfig::Route(config) => {
                 let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
-                let infos = input::resolve(&input)?.infos()?;
-                match up_to_date(&output, "route", &config.hash(&infos), force)? {
+                let hash = config.hash(&input::resolve(&input)?.infos()?);
+                match up_to_date(&output, "route", &hash, force)? {
                     Some(manifest) => skip("route", output.clone(), manifest),
                     None => fresh(
                         "route",
@@ -68,8 +68,8 @@ pub async fn run(
             }
             StageConfig::Augment(config) => {
                 let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
-                let infos = input::resolve(&input)?.infos()?;
-                match up_to_date(&output, "augment", &config.hash(&infos), force)? {
+                let hash = config.hash(&input::resolve(&input)?.infos()?);
+                match up_to_date(&output, "augment", &hash, force)? {
                     Some(manifest) => skip("augment", output.clone(), manifest),
                     None => fresh(
                         "augment",
@@ -78,9 +78,37 @@ pub async fn run(
                     ),
                 }
             }
+            StageConfig::SelectMargin(config) => {
+                let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
+                let hash = config.hash(&input::resolve(&input)?.infos()?);
+                match up_to_date(&output, "select-margin", &hash, force)? {
+                    Some(manifest) => skip("select-margin", output.clone(), manifest),
+                    None => fresh(
+                        "select-margin",
+                        output.clone(),
+                        select_margin::run(config, &input, &output).await?,
+                    ),
+                }
+            }
+            StageConfig::Export(config) => {
+                let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
+                let hash = config.hash(&input::resolve(&input)?.infos()?);
+                match up_to_date(&output, "export", &hash, force)? {
+                    Some(manifest) => skip("export", output.clone(), manifest),
+                    None => fresh(
+                        "export",
+                        output.clone(),
+                        export::run(config, &input, &output).await?,
+                    ),
+                }
+            }
             StageConfig::Select(config) => {
                 let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
-                let validated = input::validate(input::resolve(&input)?, &config.columns)?;
+                let validated = input::validate(
+                    input::resolve(&input)?,
+                    &config.columns,
+                    config.input_format.response_layout()?,
+                )?;
                 let hash = select::select_config_hash(config, &validated);
                 match up_to_date(&output, "select", &hash, force)? {
                     Some(manifest) => skip("select", output.clone(), manifest),

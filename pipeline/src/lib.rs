@@ -2,7 +2,8 @@
 //! output directory atomically (see [`manifest`]).
 //!
 //! * [`input`] resolves and validates inputs (files, shard directories, stage outputs, globs);
-//! * [`stages`] holds the stages (`synth`, `select`);
+//! * [`formats`] reads pair tables in the layouts users bring (plain, Hugging Face, TRL, NeMo);
+//! * [`stages`] holds the stages (`synth`, `select`, `select-margin`, `route`, `augment`, `export`);
 //! * [`job`] runs a list of stages from a TOML job file, skipping stages whose output is
 //!   complete and up to date;
 //! * [`sql`] runs ad-hoc SQL with every prefsmith function registered;
@@ -10,6 +11,7 @@
 
 pub mod config;
 pub mod error;
+pub mod formats;
 pub mod input;
 pub mod inspect;
 pub mod job;

@@ -109,14 +109,45 @@ impl PartitionStream for OrderedParquet {
 /// Every row of `files` (all columns of `schema`), in order: for stages that need the whole
 /// table, such as a global ranking.
 pub async fn read_all_in_order(files: &[PathBuf], schema: &Schema) -> Result<Vec<RecordBatch>> {
-    let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    let reader = OrderedParquet::new(files.to_vec(), schema, columns, None)?;
-    let mut stream = reader.execute(crate::session::new_context(1)?.task_ctx());
+    let mut stream = stream_in_order(files, schema)?;
     let mut batches = Vec::new();
     while let Some(batch) = stream.next().await {
         batches.push(batch?);
     }
     Ok(batches)
+}
+
+/// Every row of `files` (all columns of `schema`), in order, as a stream.
+pub fn stream_in_order(files: &[PathBuf], schema: &Schema) -> Result<SendableRecordBatchStream> {
+    let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let reader = OrderedParquet::new(files.to_vec(), schema, columns, None)?;
+    Ok(reader.execute(crate::session::new_context(1)?.task_ctx()))
+}
+
+/// `columns` of every file, several files decoded at once (one task per core), returned in file
+/// order with rows in file order: for passes that only need a few numeric columns.
+pub async fn read_columns_in_order(
+    files: &[PathBuf],
+    columns: &[String],
+) -> Result<Vec<RecordBatch>> {
+    let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let tasks = files.iter().cloned().map(|file| {
+        let columns = columns.to_vec();
+        tokio::spawn(async move {
+            open(file, columns, 65_536)
+                .await?
+                .try_collect::<Vec<RecordBatch>>()
+                .await
+        })
+    });
+    let per_file: Vec<Vec<RecordBatch>> = futures::stream::iter(tasks)
+        .buffered(parallel)
+        .map(|joined| {
+            joined.map_err(|e| DataFusionError::Execution(format!("a reading task failed: {e}")))?
+        })
+        .try_collect()
+        .await?;
+    Ok(per_file.into_iter().flatten().collect())
 }
 
 /// Strings are read as `Utf8View`: decoding then points into the pages instead of copying

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use prefsmith_pipeline::formats::InputFormat;
 use prefsmith_pipeline::manifest::Manifest;
 use prefsmith_pipeline::stages::augment::{self, AugmentConfig};
 
@@ -15,12 +16,24 @@ pub struct Args {
     /// Output directory.
     #[arg(long)]
     output: PathBuf,
+    /// Prepend the goal to the first user message instead of adding a system message (chat
+    /// templates without a system role).
+    #[arg(long)]
+    no_system_role: bool,
+    /// The input's layout: auto (default), plain or hf-binarized.
+    #[arg(long)]
+    input_format: Option<String>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = AugmentConfig {
         input: Some(args.input.clone()),
         output: Some(args.output.display().to_string()),
+        no_system_role: args.no_system_role,
+        input_format: match &args.input_format {
+            Some(f) => InputFormat::parse(f)?,
+            None => InputFormat::Auto,
+        },
     };
     let manifest = augment::run(&config, &args.input, &args.output).await?;
     print_summary(&args.output.display().to_string(), &manifest);
@@ -31,9 +44,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 pub fn print_summary(output: &str, manifest: &Manifest) {
     let stat = |key: &str| manifest.stats.get(key).cloned().unwrap_or_default();
     println!(
-        "augment: {} rows written to {output} from {} pairs ({} dropped for equal scores)",
+        "augment: {} rows written to {output} from {} pairs ({} dropped for equal scores; goal as {})",
         manifest.rows,
         stat("pairs"),
         stat("dropped_equal_scores"),
+        stat("placement").as_str().unwrap_or("?"),
     );
 }

@@ -1,10 +1,12 @@
 //! One module per subcommand; each parses nothing itself and calls into the libraries.
 
 mod augment;
+mod export;
 mod inspect;
 mod route;
 mod run;
 mod select;
+mod select_margin;
 mod sql;
 mod synth;
 
@@ -27,10 +29,14 @@ enum Command {
     Run(run::Args),
     /// Select one preference pair per prompt (sweet spot by default).
     Select(select::Args),
+    /// Keep the pairs with the largest fused external and implicit margins (BeeS).
+    SelectMargin(select_margin::Args),
     /// Two goal-conditioned copies per pair, roles swapped in the second (reward-augmented DPO).
     Augment(augment::Args),
     /// Rank pairs by margin (curriculum) and route small margins to SFT (MixDPO).
     Route(route::Args),
+    /// Write a pair table in a trainer's layout (TRL, OpenRLHF, NeMo), scores kept.
+    Export(export::Args),
     /// Run SQL over Parquet with every prefsmith function registered.
     Sql(sql::Args),
     /// Generate deterministic synthetic scored responses.
@@ -44,7 +50,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args, cli.threads).await,
         Command::Select(args) => select::run(args, cli.threads).await,
+        Command::SelectMargin(args) => select_margin::run(args).await,
         Command::Augment(args) => augment::run(args).await,
+        Command::Export(args) => export::run(args).await,
         Command::Route(args) => route::run(args).await,
         Command::Sql(args) => sql::run(args, cli.threads).await,
         Command::Synth(args) => synth::run(args),

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use prefsmith_pipeline::config::load_toml;
+use prefsmith_pipeline::formats::InputFormat;
 use prefsmith_pipeline::stages::route::{self, RouteConfig};
 
 /// Arguments of `prefsmith route`; flags override `--config`.
@@ -23,6 +24,9 @@ pub struct Args {
     /// The margin column (default rating_gap).
     #[arg(long)]
     margin_column: Option<String>,
+    /// The input's layout: auto (default), plain or hf-binarized.
+    #[arg(long)]
+    input_format: Option<String>,
     /// A TOML file with route settings (the keys of a `route` stage).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -37,6 +41,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     config.route_percentile = args.route_percentile.or(config.route_percentile);
     if let Some(column) = args.margin_column {
         config.margin_column = column;
+    }
+    if let Some(format) = &args.input_format {
+        config.input_format = InputFormat::parse(format)?;
     }
     let manifest = route::run(&config, &args.input, &args.output).await?;
     print_summary(&args.output.display().to_string(), &manifest);

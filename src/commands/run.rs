@@ -22,26 +22,24 @@ pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     let runs = job::run(&config, &source, &RunOptions { threads }, args.force).await?;
     for stage in &runs {
         let output = stage.output.display().to_string();
-        let state = if stage.up_to_date {
-            " (up to date, not rerun)"
-        } else {
-            ""
-        };
         match stage.kind {
-            "select" => {
-                super::select::print_summary(&output, &stage.manifest);
-                if stage.up_to_date {
-                    println!("  up to date (same settings and inputs), not rerun");
-                }
-            }
+            "select" => super::select::print_summary(&output, &stage.manifest),
+            "select-margin" => super::select_margin::print_summary(&output, &stage.manifest),
             "augment" => super::augment::print_summary(&output, &stage.manifest),
-            "route" => {
-                super::route::print_summary(&output, &stage.manifest);
-                if stage.up_to_date {
-                    println!("  up to date (same settings and inputs), not rerun");
-                }
+            "route" => super::route::print_summary(&output, &stage.manifest),
+            "export" => super::export::print_summary(&output, &stage.manifest),
+            kind => {
+                let state = if stage.up_to_date {
+                    " (up to date, not rerun)"
+                } else {
+                    ""
+                };
+                println!("{kind}: {} rows in {output}{state}", stage.manifest.rows);
+                continue;
             }
-            kind => println!("{kind}: {} rows in {output}{state}", stage.manifest.rows),
+        }
+        if stage.up_to_date {
+            println!("  up to date (same settings and inputs), not rerun");
         }
     }
     Ok(())

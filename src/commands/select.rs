@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use prefsmith_pipeline::config::{KValue, SelectConfig, Strategy, load_toml};
+use prefsmith_pipeline::formats::InputFormat;
 use prefsmith_pipeline::manifest::Manifest;
 use prefsmith_pipeline::stages::select::{self, RunOptions};
 
@@ -38,6 +39,9 @@ pub struct Args {
     /// means true; verified while running). Default: read from the files' metadata.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     input_sorted: Option<bool>,
+    /// The input's layout: auto (default), wide or long.
+    #[arg(long)]
+    input_format: Option<String>,
     /// A TOML file with select settings (the keys of a `select` stage).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -65,6 +69,9 @@ pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     }
     if let Some(rows) = args.max_rows_per_file {
         config.max_rows_per_file = rows;
+    }
+    if let Some(format) = &args.input_format {
+        config.input_format = InputFormat::parse(format)?;
     }
     if args.input_sorted.is_some() {
         config.input_sorted = args.input_sorted;

@@ -2,7 +2,9 @@
 //!
 //! * `slt` — SQL behaviour of every function, from `tests/sql/*.slt` (sqllogictest);
 //! * `reference` — pair tables checked against the independent Python implementation;
+//! * `select_margin` — BeeS selection against the independent numpy reference;
 //! * `augment` — reward-augmented copies, checked row by row with pyarrow;
+//! * `export` — TRL, OpenRLHF and NeMo layouts, and conversational round trips;
 //! * `route` — curriculum ranks and DPO/SFT routing (hand-computed and numpy);
 //! * `cli` — the binary end to end: quickstart, jobs, `sql`, `synth`, `inspect`;
 //! * `bad_input` — clear, named errors and no output that looks complete.
@@ -11,6 +13,8 @@ mod augment;
 mod bad_input;
 mod cli;
 mod common;
+mod export;
 mod reference;
 mod route;
+mod select_margin;
 mod slt;

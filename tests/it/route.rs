@@ -10,7 +10,7 @@ fn write_pairs(path: &Path, prompt_ids: &str, gaps: &str) {
     let script = format!(
         "import pyarrow as pa, pyarrow.parquet as pq\n\
          ids = {prompt_ids}\n\
-         pq.write_table(pa.table({{'prompt_id': ids, 'chosen': ['c'] * len(ids), 'rating_gap': pa.array({gaps}, pa.float64())}}), {:?})\n",
+         pq.write_table(pa.table({{'prompt_id': ids, 'prompt': ['p'] * len(ids), 'chosen': ['c'] * len(ids), 'rejected': ['r'] * len(ids), 'rating_gap': pa.array({gaps}, pa.float64())}}), {:?})\n",
         path.display().to_string()
     );
     ok(&Command::new(python())

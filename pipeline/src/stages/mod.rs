@@ -2,9 +2,11 @@
 //! of [`crate::manifest`], and returns the manifest it wrote.
 
 pub mod augment;
+pub mod export;
 pub mod route;
 pub mod runs;
 pub mod select;
+pub mod select_margin;
 pub mod synth;
 
 use std::time::Instant;

@@ -22,9 +22,10 @@ use serde_json::json;
 use tracing::info;
 
 use crate::error::{Error, Result};
-use crate::input::{self, FileInfo};
+use crate::formats::{InputFormat, PairInput};
+use crate::input::FileInfo;
 use crate::manifest::{InputInfo, Manifest, StageWriter};
-use crate::reader::{read_all_in_order, string_at};
+use crate::reader::string_at;
 use crate::stages::{config_hash, input_listing, now_unix};
 
 /// Settings of the `route` stage.
@@ -49,6 +50,9 @@ pub struct RouteConfig {
     /// Rows per output part (default 1,000,000).
     #[serde(default = "default_max_rows")]
     pub max_rows_per_file: usize,
+    /// The input's layout (default: detected).
+    #[serde(default)]
+    pub input_format: InputFormat,
 }
 
 fn default_margin_column() -> String {
@@ -68,6 +72,7 @@ impl Default for RouteConfig {
             route_percentile: None,
             margin_column: default_margin_column(),
             max_rows_per_file: default_max_rows(),
+            input_format: InputFormat::Auto,
         }
     }
 }
@@ -114,9 +119,9 @@ pub async fn run(config: &RouteConfig, input: &str, output: &Path) -> Result<Man
     let started = Instant::now();
     let started_unix = now_unix();
     let split = config.split()?;
-    let files = input::resolve(input)?;
-    let infos = files.infos()?;
-    let schema = Arc::clone(&infos[0].schema);
+    let pairs = PairInput::open(input, config.input_format)?;
+    let infos = &pairs.infos;
+    let schema = Arc::clone(pairs.schema.canonical());
     let margin_at = schema
         .index_of(&config.margin_column)
         .map_err(|_| Error::MissingColumn {
@@ -133,7 +138,7 @@ pub async fn run(config: &RouteConfig, input: &str, output: &Path) -> Result<Man
         });
     }
     // Read every row in order (files in order, rows in file order): that order breaks ties.
-    let batches = read_all_in_order(&files.files, &schema).await?;
+    let batches = pairs.read_all().await?;
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     if rows == 0 {
         return Err(Error::EmptyInput { path: input.into() });
@@ -222,7 +227,7 @@ pub async fn run(config: &RouteConfig, input: &str, output: &Path) -> Result<Man
     .collect();
     let manifest = Manifest::new(
         "route",
-        config.hash(&infos),
+        config.hash(infos),
         config,
         inputs,
         stats,

@@ -76,7 +76,11 @@ pub async fn run(
     let started = Instant::now();
     let started_unix = now_unix();
     let rule = config.resolve()?;
-    let validated = input::validate(input::resolve(input)?, &config.columns)?;
+    let validated = input::validate(
+        input::resolve(input)?,
+        &config.columns,
+        config.input_format.response_layout()?,
+    )?;
     info!(
         input,
         files = validated.infos.len(),

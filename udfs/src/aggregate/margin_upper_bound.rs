@@ -32,14 +32,21 @@ const MIN_TAIL: usize = 30;
 
 /// The tail-sparsity search over `margins` (non-finite values are ignored).
 pub fn upper_bound(margins: &[f64], divisor: f64, m1: f64) -> Option<f64> {
-    let mut finite: Vec<f64> = margins.iter().copied().filter(|m| m.is_finite()).collect();
-    if finite.is_empty() {
-        return None;
-    }
-    finite.sort_by(f64::total_cmp);
-    let max = finite[finite.len() - 1];
-    let tail = |t: f64| finite.len() - finite.partition_point(|&m| m < t);
-    let mut m2 = (max / divisor).trunc().max(m1 + 1.0);
+    let max = margins
+        .iter()
+        .copied()
+        .filter(|m| m.is_finite())
+        .reduce(f64::max)?;
+    let start = (max / divisor).trunc().max(m1 + 1.0);
+    // The search only counts margins ≥ start + 1: sort just those (usually a thin tail).
+    let mut tail_values: Vec<f64> = margins
+        .iter()
+        .copied()
+        .filter(|m| m.is_finite() && *m >= start + 1.0)
+        .collect();
+    tail_values.sort_unstable_by(f64::total_cmp);
+    let tail = |t: f64| tail_values.len() - tail_values.partition_point(|&m| m < t);
+    let mut m2 = start;
     while m2 + 1.0 <= max && tail(m2 + 1.0) >= MIN_TAIL && tail(m2 + 1.0) as f64 >= max - (m2 + 1.0)
     {
         m2 += 1.0;
