@@ -124,26 +124,45 @@ pub fn stream_in_order(files: &[PathBuf], schema: &Schema) -> Result<SendableRec
     Ok(reader.execute(crate::session::new_context(1)?.task_ctx()))
 }
 
-/// `columns` of every file, several files decoded at once (one task per core), returned in file
-/// order with rows in file order: for passes that only need a few numeric columns.
-pub async fn read_columns_in_order(
+/// `columns` of every file, several files decoded at once (one task per core), each batch
+/// turned into a `T` by `convert(file index, index of the batch's first row in its file,
+/// batch)` as soon as it is decoded (so the batches need not be held); the results come back
+/// in file order, rows in file order.
+pub async fn map_columns_in_order<T, F>(
     files: &[PathBuf],
     columns: &[String],
-) -> Result<Vec<RecordBatch>> {
+    convert: F,
+) -> Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize, u64, RecordBatch) -> Result<T> + Send + Sync + 'static,
+{
     let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let tasks = files.iter().cloned().map(|file| {
+    let convert = Arc::new(convert);
+    let tasks = files.iter().cloned().enumerate().map(|(index, file)| {
         let columns = columns.to_vec();
+        let convert = Arc::clone(&convert);
         tokio::spawn(async move {
-            open(file, columns, 65_536)
-                .await?
-                .try_collect::<Vec<RecordBatch>>()
-                .await
+            let mut batches = open(file, columns, 65_536).await?;
+            let mut out = Vec::new();
+            let mut first_row = 0u64;
+            while let Some(batch) = batches.next().await {
+                let batch = batch?;
+                let rows = batch.num_rows() as u64;
+                out.push(convert(index, first_row, batch)?);
+                first_row += rows;
+            }
+            Ok::<_, crate::Error>(out)
         })
     });
-    let per_file: Vec<Vec<RecordBatch>> = futures::stream::iter(tasks)
+    let per_file: Vec<Vec<T>> = futures::stream::iter(tasks)
         .buffered(parallel)
         .map(|joined| {
-            joined.map_err(|e| DataFusionError::Execution(format!("a reading task failed: {e}")))?
+            joined.map_err(|e| {
+                crate::Error::from(DataFusionError::Execution(format!(
+                    "a reading task failed: {e}"
+                )))
+            })?
         })
         .try_collect()
         .await?;

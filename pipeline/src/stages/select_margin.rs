@@ -17,7 +17,6 @@
 //! Two passes over the input: the first reads only the score and log-prob columns (files
 //! decoded in parallel) and ranks; the second streams every column and keeps the selected rows.
 
-use std::cmp::Ordering;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,7 +26,6 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{cast, concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
-use futures::StreamExt;
 use prefsmith_udfs::aggregate::margin_upper_bound::{DEFAULT_DIVISOR, DEFAULT_M1, upper_bound};
 use prefsmith_udfs::scalar::margin_math::{clipped_logit, margin_probability};
 use serde::{Deserialize, Serialize};
@@ -38,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::formats::{InputFormat, PairInput, PairSchema, sorted_by_prompt_id};
 use crate::input::FileInfo;
 use crate::manifest::{InputInfo, Manifest, StageWriter};
-use crate::reader::{read_columns_in_order, stream_in_order, string_at};
+use crate::reader::{map_columns_in_order, string_at};
 use crate::stages::{Progress, config_hash, input_listing, now_unix};
 
 /// A margin source.
@@ -279,7 +277,7 @@ fn finite_or_nan(v: f64) -> f64 {
 /// Pass 1: the margins of every row, from the score and log-prob columns only.
 async fn read_margins(pairs: &PairInput) -> Result<Margins> {
     let schema = &pairs.schema;
-    let wanted: Vec<&str> = [MarginSource::External, MarginSource::Implicit]
+    let wanted: Vec<&'static str> = [MarginSource::External, MarginSource::Implicit]
         .iter()
         .filter(|s| s.columns().iter().all(|c| schema.has(c)))
         .flat_map(|s| s.columns().iter().copied())
@@ -306,10 +304,11 @@ async fn read_margins(pairs: &PairInput) -> Result<Margins> {
             });
         }
     }
-    let batches = read_columns_in_order(&pairs.files.files, &source_names).await?;
-    for batch in &batches {
+    // Per batch: (external, implicit) margins, computed as soon as the batch is decoded.
+    let wanted_names: Vec<&'static str> = wanted.clone();
+    let per_batch = map_columns_in_order(&pairs.files.files, &source_names, move |_, _, batch| {
         let column = |c: &str| -> Result<Option<Float64Array>> {
-            match wanted.iter().position(|w| *w == c) {
+            match wanted_names.iter().position(|w| *w == c) {
                 None => Ok(None),
                 Some(i) => Ok(Some(
                     cast(batch.column(i), &DataType::Float64)?
@@ -321,23 +320,34 @@ async fn read_margins(pairs: &PairInput) -> Result<Margins> {
         let value = |a: &Float64Array, i: usize| {
             if a.is_null(i) { f64::NAN } else { a.value(i) }
         };
-        if let (Some(c), Some(r)) = (column("score_chosen")?, column("score_rejected")?) {
-            margins
-                .external
-                .extend((0..batch.num_rows()).map(|i| finite_or_nan(value(&c, i) - value(&r, i))));
-        }
-        if let (Some(pc), Some(rc), Some(pr), Some(rr)) = (
+        let rows = batch.num_rows();
+        let external = match (column("score_chosen")?, column("score_rejected")?) {
+            (Some(c), Some(r)) => (0..rows)
+                .map(|i| finite_or_nan(value(&c, i) - value(&r, i)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let implicit = match (
             column("policy_logp_chosen")?,
             column("ref_logp_chosen")?,
             column("policy_logp_rejected")?,
             column("ref_logp_rejected")?,
         ) {
-            margins.implicit.extend((0..batch.num_rows()).map(|i| {
-                let chosen = value(&pc, i) - value(&rc, i);
-                let rejected = value(&pr, i) - value(&rr, i);
-                finite_or_nan(chosen - rejected)
-            }));
-        }
+            (Some(pc), Some(rc), Some(pr), Some(rr)) => (0..rows)
+                .map(|i| {
+                    let chosen = value(&pc, i) - value(&rc, i);
+                    let rejected = value(&pr, i) - value(&rr, i);
+                    finite_or_nan(chosen - rejected)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok((external, implicit))
+    })
+    .await?;
+    for (external, implicit) in per_batch {
+        margins.external.extend(external);
+        margins.implicit.extend(implicit);
     }
     Ok(margins)
 }
@@ -361,15 +371,20 @@ struct Ranking {
     selected: u64,
 }
 
-/// Ranks the rows (Decision 3) and keeps the top k.
-fn rank(bounds: &[SourceBounds], rows: usize, m1: f64, keep: Keep) -> Result<Ranking> {
-    let mut logits = vec![f64::NAN; rows];
-    let mut ties = vec![f64::NAN; rows];
-    let mut eligible_rows: Vec<u32> = Vec::with_capacity(rows);
-    for row in 0..rows {
+/// The fused logit and tie-break key of rows `first..first + logits.len()`; NaN when not
+/// eligible.
+fn score_rows(
+    bounds: &[SourceBounds],
+    m1: f64,
+    first: usize,
+    logits: &mut [f64],
+    ties: &mut [f64],
+) {
+    for (i, (logit_out, tie_out)) in logits.iter_mut().zip(ties.iter_mut()).enumerate() {
+        let row = first + i;
         let mut logit = 0.0;
         let mut tie = 0.0;
-        let mut ok = true;
+        let mut eligible = true;
         for b in bounds {
             let m = b.margins[row];
             match margin_probability(m, m1, b.m2) {
@@ -378,37 +393,62 @@ fn rank(bounds: &[SourceBounds], rows: usize, m1: f64, keep: Keep) -> Result<Ran
                     tie += m / b.scale;
                 }
                 None => {
-                    ok = false;
+                    eligible = false;
                     break;
                 }
             }
         }
-        if ok {
-            logits[row] = logit;
-            ties[row] = tie;
-            eligible_rows.push(row as u32);
-        }
+        (*logit_out, *tie_out) = if eligible {
+            (logit, tie)
+        } else {
+            (f64::NAN, f64::NAN)
+        };
     }
-    let eligible = eligible_rows.len() as u64;
+}
+
+/// Ranks the rows (Decision 3) and keeps the top k.
+fn rank(bounds: &[SourceBounds], rows: usize, m1: f64, keep: Keep) -> Result<Ranking> {
+    let mut logits = vec![f64::NAN; rows];
+    let mut ties = vec![f64::NAN; rows];
+    // The per-row arithmetic is independent: split it over the cores.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = rows.div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for (i, (l, t)) in logits
+            .chunks_mut(chunk)
+            .zip(ties.chunks_mut(chunk))
+            .enumerate()
+        {
+            scope.spawn(move || score_rows(bounds, m1, i * chunk, l, t));
+        }
+    });
+    let eligible = logits.iter().filter(|l| !l.is_nan()).count() as u64;
     let wanted = match keep {
         Keep::TopK(k) => k,
         Keep::Fraction(f) => (f * eligible as f64).ceil() as u64,
     };
     let selected = wanted.min(eligible) as usize;
-    let order = |a: &u32, b: &u32| -> Ordering {
-        let (a, b) = (*a as usize, *b as usize);
-        logits[b]
-            .total_cmp(&logits[a])
-            .then(ties[b].total_cmp(&ties[a]))
-            .then(a.cmp(&b))
+    // The k-th largest logit bounds the candidates; only they need the full ordering.
+    let threshold = if selected == 0 {
+        f64::INFINITY
+    } else {
+        let mut values: Vec<f64> = logits.iter().copied().filter(|l| !l.is_nan()).collect();
+        let (_, kth, _) = values.select_nth_unstable_by(selected - 1, |a, b| b.total_cmp(a));
+        *kth
     };
-    if selected > 0 && selected < eligible_rows.len() {
-        eligible_rows.select_nth_unstable_by(selected - 1, order);
-        eligible_rows.truncate(selected);
-    }
-    eligible_rows.sort_unstable_by(order);
+    // (logit, tie key, row), sorted by value: contiguous keys compare faster than lookups.
+    let mut chosen: Vec<(f64, f64, u32)> = (0..rows)
+        .filter(|&r| logits[r] >= threshold)
+        .map(|r| (logits[r], ties[r], r as u32))
+        .collect();
+    chosen.sort_unstable_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then(b.1.total_cmp(&a.1))
+            .then(a.2.cmp(&b.2))
+    });
+    chosen.truncate(selected);
     let mut ranks = vec![0u32; rows];
-    for (rank, &row) in eligible_rows.iter().enumerate() {
+    for (rank, &(_, _, row)) in chosen.iter().enumerate() {
         ranks[row as usize] = rank as u32 + 1;
     }
     Ok(Ranking {
@@ -446,6 +486,11 @@ pub async fn run(config: &SelectMarginConfig, input: &str, output: &Path) -> Res
     }
     let margins = read_margins(&pairs).await?;
     let rows = margins.of(sources[0]).len();
+    info!(
+        rows,
+        seconds = started.elapsed().as_secs_f64(),
+        "select-margin: margins read"
+    );
     if rows == 0 {
         return Err(Error::EmptyInput { path: input.into() });
     }
@@ -478,6 +523,11 @@ pub async fn run(config: &SelectMarginConfig, input: &str, output: &Path) -> Res
         }
     }
     let ranking = rank(&bounds, rows, config.m1, keep)?;
+    info!(
+        eligible = ranking.eligible,
+        seconds = started.elapsed().as_secs_f64(),
+        "select-margin: ranked"
+    );
     if ranking.eligible == 0 {
         return Err(Error::InvalidData {
             context: input.into(),
@@ -500,13 +550,21 @@ pub async fn run(config: &SelectMarginConfig, input: &str, output: &Path) -> Res
             "fewer eligible pairs than asked for; all of them are kept"
         );
     }
-    let selected = write_selected(&pairs, &margins, &ranking, config, output).await?;
     let mut m2 = serde_json::Map::new();
     let mut scales = serde_json::Map::new();
     for b in &bounds {
         m2.insert(b.source.as_str().into(), json!(b.m2));
         scales.insert(b.source.as_str().into(), json!(b.scale));
     }
+    drop(bounds);
+    let (eligible, wanted, selected_count) = (ranking.eligible, ranking.wanted, ranking.selected);
+    let facts = Arc::new(RowFacts {
+        ranks: ranking.ranks,
+        logits: ranking.logits,
+        external: margins.external,
+        implicit: margins.implicit,
+    });
+    let selected = write_selected(&pairs, facts, config, output).await?;
     let stats = [
         ("pairs", json!(rows)),
         (
@@ -516,11 +574,11 @@ pub async fn run(config: &SelectMarginConfig, input: &str, output: &Path) -> Res
         ("m1", json!(config.m1)),
         ("m2", json!(m2)),
         ("tie_break_scales", json!(scales)),
-        ("eligible", json!(ranking.eligible)),
+        ("eligible", json!(eligible)),
         ("dropped_non_finite", json!(dropped_pairs)),
         ("dropped_non_finite_by_source", json!(dropped)),
-        ("wanted", json!(ranking.wanted)),
-        ("selected", json!(ranking.selected)),
+        ("wanted", json!(wanted)),
+        ("selected", json!(selected_count)),
         ("shortfall", json!(shortfall)),
     ]
     .into_iter()
@@ -538,8 +596,8 @@ pub async fn run(config: &SelectMarginConfig, input: &str, output: &Path) -> Res
     manifest.timing.seconds = started.elapsed().as_secs_f64();
     info!(
         pairs = rows,
-        eligible = ranking.eligible,
-        selected = ranking.selected,
+        eligible,
+        selected = selected_count,
         shortfall,
         output = %output.display(),
         "select-margin: done"
@@ -562,67 +620,103 @@ fn output_schema(input: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Pass 2: streams the input, keeps the selected rows with their new columns, and writes them
-/// sorted by `prompt_id` (already so for a pair table; a Hugging Face file may not be).
+/// What pass 2 needs per input row.
+struct RowFacts {
+    /// Rank (1-based) when selected, else 0.
+    ranks: Vec<u32>,
+    logits: Vec<f64>,
+    external: Vec<f64>,
+    implicit: Vec<f64>,
+}
+
+/// Pass 2: reads the input again (files in parallel), keeps the selected rows with their new
+/// columns, and writes them sorted by `prompt_id` (already so for a pair table; a Hugging Face
+/// file may not be).
 async fn write_selected(
     pairs: &PairInput,
-    margins: &Margins,
-    ranking: &Ranking,
+    facts: Arc<RowFacts>,
     config: &SelectMarginConfig,
     output: &Path,
 ) -> Result<StageWriter> {
     let canonical = Arc::clone(pairs.schema.canonical());
     let out_schema = output_schema(&canonical);
-    let mut stream = stream_in_order(&pairs.files.files, pairs.schema.source())?;
-    let mut kept: Vec<RecordBatch> = Vec::new();
-    let mut offset = 0usize;
-    let mut progress = Progress::new("select-margin", ranking.ranks.len() as u64);
-    let margin_column = |values: &[f64], rows: &[usize]| -> ArrayRef {
-        Arc::new(
-            rows.iter()
-                .map(|&r| values.get(r).copied().filter(|m| m.is_finite()))
-                .collect::<Float64Array>(),
-        )
-    };
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let n = batch.num_rows();
-        let rows: Vec<usize> = (offset..offset + n)
-            .filter(|&r| ranking.ranks[r] > 0)
-            .collect();
-        if !rows.is_empty() {
-            let local = UInt32Array::from_iter_values(rows.iter().map(|&r| (r - offset) as u32));
-            let picked = pairs
-                .schema
-                .to_canonical(&take_record_batch(&batch, &local)?)?;
-            let mut columns = picked.columns().to_vec();
-            columns.push(margin_column(&margins.external, &rows));
-            columns.push(margin_column(&margins.implicit, &rows));
-            let logits: Float64Array = rows.iter().map(|&r| ranking.logits[r]).collect();
-            let probabilities: Float64Array = rows
-                .iter()
-                .map(|&r| 1.0 / (1.0 + (-ranking.logits[r]).exp()))
-                .collect();
-            columns.push(Arc::new(logits));
-            columns.push(Arc::new(probabilities));
-            columns.push(Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|&r| i64::from(ranking.ranks[r])),
-            )));
-            kept.push(RecordBatch::try_new(Arc::clone(&out_schema), columns)?);
-        }
-        offset += n;
-        progress.advance(n as u64);
-    }
-    progress.finish();
-    if offset != ranking.ranks.len() {
+    let file_starts: Vec<u64> = pairs
+        .infos
+        .iter()
+        .scan(0u64, |start, info| {
+            let this = *start;
+            *start += info.rows;
+            Some(this)
+        })
+        .collect();
+    let total: u64 = pairs.infos.iter().map(|i| i.rows).sum();
+    if total != facts.ranks.len() as u64 {
         return Err(Error::InvalidData {
             context: pairs.files.spec.clone(),
             message: format!(
-                "the input changed while it was read ({} rows, then {offset})",
-                ranking.ranks.len()
+                "the input changed while it was read ({} rows, then {total})",
+                facts.ranks.len()
             ),
         });
     }
+    let columns: Vec<String> = pairs
+        .schema
+        .source()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let schema = pairs.schema.clone();
+    let batch_schema = Arc::clone(&out_schema);
+    let progress = Arc::new(std::sync::Mutex::new(Progress::new("select-margin", total)));
+    let counter = Arc::clone(&progress);
+    let kept = map_columns_in_order(&pairs.files.files, &columns, move |file, first, batch| {
+        let n = batch.num_rows();
+        let offset = (file_starts[file] + first) as usize;
+        if let Ok(mut p) = counter.lock() {
+            p.advance(n as u64);
+        }
+        let rows: Vec<usize> = (offset..offset + n)
+            .filter(|&r| facts.ranks[r] > 0)
+            .collect();
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let local = UInt32Array::from_iter_values(rows.iter().map(|&r| (r - offset) as u32));
+        let picked = schema.to_canonical(&take_record_batch(&batch, &local)?)?;
+        let margin = |values: &[f64]| -> ArrayRef {
+            Arc::new(
+                rows.iter()
+                    .map(|&r| values.get(r).copied().filter(|m| m.is_finite()))
+                    .collect::<Float64Array>(),
+            )
+        };
+        let mut columns = picked.columns().to_vec();
+        columns.push(margin(&facts.external));
+        columns.push(margin(&facts.implicit));
+        columns.push(Arc::new(
+            rows.iter()
+                .map(|&r| facts.logits[r])
+                .collect::<Float64Array>(),
+        ));
+        columns.push(Arc::new(
+            rows.iter()
+                .map(|&r| 1.0 / (1.0 + (-facts.logits[r]).exp()))
+                .collect::<Float64Array>(),
+        ));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|&r| i64::from(facts.ranks[r])),
+        )));
+        Ok(Some(RecordBatch::try_new(
+            Arc::clone(&batch_schema),
+            columns,
+        )?))
+    })
+    .await?;
+    if let Ok(p) = progress.lock() {
+        p.finish();
+    }
+    let kept: Vec<RecordBatch> = kept.into_iter().flatten().collect();
     let all = concat_batches(&out_schema, &kept)?;
     let ids = all.column(out_schema.index_of("prompt_id")?);
     let sorted = (1..all.num_rows()).all(|i| string_at(ids, i - 1) <= string_at(ids, i));
