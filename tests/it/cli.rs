@@ -342,3 +342,45 @@ fn job_chains_stages_and_resumes_after_a_failed_stage() {
         std::fs::read(dir.path().join("data/_manifest.json")).expect("manifest")
     );
 }
+
+#[test]
+fn ultrafeedback_bees_job_runs_every_pair_stage() {
+    // The shipped job, with its paths moved into a temporary directory.
+    let dir = tempdir();
+    let job = std::fs::read_to_string(repo().join("configs/ultrafeedback-bees.toml"))
+        .expect("configs/ultrafeedback-bees.toml")
+        .replace(
+            "data/ultrafeedback_binarized_1k.parquet",
+            &data("ultrafeedback_binarized_1k.parquet"),
+        );
+    let job_path = dir.path().join("job.toml");
+    std::fs::write(&job_path, job).expect("write the job");
+    let stdout = ok(&prefsmith_in(
+        dir.path(),
+        &["run", job_path.to_str().expect("utf-8")],
+    ));
+    for line in [
+        "select-margin: 500 of 1000 pairs",
+        "route: 500 pairs written to out/uf-bees/routed: dpo 450, sft 50",
+        "augment: 1000 rows written to out/uf-bees/augmented from 500 pairs",
+        "export: 1000 pairs written to out/uf-bees/trl as trl-conversational",
+    ] {
+        assert!(stdout.contains(line), "missing '{line}' in:\n{stdout}");
+    }
+    let trl = dir.path().join("out/uf-bees/trl");
+    let m = manifest(&trl);
+    assert_eq!(m["stage"], "export");
+    // Every column added on the way survives to the trainer's layout.
+    let stdout = ok(&prefsmith(&[
+        "sql",
+        "SELECT count(*) AS n, count(DISTINCT copy) AS copies, min(selected_rank) AS best, \
+         sum(CASE WHEN route = 'sft' THEN 1 ELSE 0 END) AS sft_rows \
+         FROM t WHERE prompt[1]['role'] = 'system' AND chosen[1]['role'] = 'assistant'",
+        "--table",
+        &format!("t={}", trl.display()),
+    ]));
+    assert!(
+        stdout.contains("| 1000 | 2      | 1    | 100      |"),
+        "{stdout}"
+    );
+}
