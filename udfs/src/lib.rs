@@ -29,6 +29,7 @@ mod args;
 
 pub use args::string_at;
 pub mod pair_struct;
+pub mod rpca;
 pub mod scalar;
 pub mod selection;
 pub mod window;
