@@ -344,6 +344,8 @@ pub enum StageConfig {
     Synth(SynthConfig),
     /// Select preference pairs.
     Select(SelectConfig),
+    /// Clean labels by robust PCA.
+    Clean(crate::stages::clean::CleanConfig),
     /// Rank pairs by margin and route them to DPO or SFT.
     Route(crate::stages::route::RouteConfig),
     /// Two goal-conditioned copies per pair (reward-augmented DPO).
@@ -360,6 +362,7 @@ impl StageConfig {
         match self {
             Self::Synth(_) => "synth",
             Self::Select(_) => "select",
+            Self::Clean(_) => "clean",
             Self::Route(_) => "route",
             Self::Augment(_) => "augment",
             Self::SelectMargin(_) => "select-margin",
@@ -372,6 +375,7 @@ impl StageConfig {
         match self {
             Self::Synth(c) => c.output.as_deref(),
             Self::Select(c) => c.output.as_deref(),
+            Self::Clean(c) => c.output.as_deref(),
             Self::Route(c) => c.output.as_deref(),
             Self::Augment(c) => c.output.as_deref(),
             Self::SelectMargin(c) => c.output.as_deref(),

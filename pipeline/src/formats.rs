@@ -45,11 +45,13 @@ pub enum InputFormat {
     Wide,
     /// Responses, one row per response.
     Long,
+    /// Pairwise judgments: `prompt_id`, `i`, `j`, `outcome` (read by `clean`).
+    Comparisons,
 }
 
 impl InputFormat {
     /// Every accepted name.
-    pub const NAMES: &'static str = "auto, plain, hf-binarized, wide, long";
+    pub const NAMES: &'static str = "auto, plain, hf-binarized, wide, long, comparisons";
 
     /// Parses a name as written on the command line or in a config file.
     pub fn parse(text: &str) -> Result<Self> {
@@ -59,6 +61,7 @@ impl InputFormat {
             "hf-binarized" | "ultrafeedback-binarized" => Ok(Self::HfBinarized),
             "wide" => Ok(Self::Wide),
             "long" => Ok(Self::Long),
+            "comparisons" => Ok(Self::Comparisons),
             other => Err(Error::config(
                 "input-format",
                 format!("unknown format '{other}'; expected one of {}", Self::NAMES),
@@ -72,9 +75,9 @@ impl InputFormat {
             Self::Auto => Ok(None),
             Self::Wide => Ok(Some(Layout::Wide)),
             Self::Long => Ok(Some(Layout::Long)),
-            Self::Plain | Self::HfBinarized => Err(Error::config(
+            Self::Plain | Self::HfBinarized | Self::Comparisons => Err(Error::config(
                 "input-format",
-                "select reads responses with rewards (wide or long); this format is a pair table",
+                "select reads responses with rewards (wide or long); this format is not one",
             )),
         }
     }
@@ -190,16 +193,15 @@ impl PairSchema {
         };
         let format = match format {
             InputFormat::Auto => detected,
-            InputFormat::Wide | InputFormat::Long => {
+            InputFormat::Wide | InputFormat::Long | InputFormat::Comparisons => {
                 return Err(Error::config(
                     "input-format",
                     format!(
-                        "'{}' is a layout of responses, read by `select`; this stage reads pairs \
-                         (plain or hf-binarized)",
-                        if format == InputFormat::Wide {
-                            "wide"
-                        } else {
-                            "long"
+                        "'{}' is not a pair layout; this stage reads pairs (plain or hf-binarized)",
+                        match format {
+                            InputFormat::Wide => "wide",
+                            InputFormat::Long => "long",
+                            _ => "comparisons",
                         }
                     ),
                 ));

@@ -274,7 +274,14 @@ pub fn validate(
     let infos = files.infos()?;
     let first = &infos[0];
     let has = |name: &str| first.schema.field_with_name(name).is_ok();
-    let wide = has(&columns.scores) || has(&columns.responses);
+    // A list-typed scores column means wide; `--reward-column` may name one column for both.
+    let list_typed = |name: &str| {
+        first
+            .schema
+            .field_with_name(name)
+            .is_ok_and(|f| is_list_of(f.data_type(), |_| true))
+    };
+    let wide = list_typed(&columns.scores) || has(&columns.responses);
     let long = has(&columns.reward) || has(&columns.response);
     let layout = if forced == Some(Layout::Wide) || (forced.is_none() && wide) {
         Layout::Wide

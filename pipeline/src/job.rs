@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::input;
 use crate::manifest::Manifest;
 use crate::stages::select::{self, RunOptions};
-use crate::stages::{augment, export, route, select_margin, synth};
+use crate::stages::{augment, clean, export, route, select_margin, synth};
 
 /// What happened to one stage of a job.
 #[derive(Debug, Clone)]
@@ -75,6 +75,18 @@ pub async fn run(
                         "augment",
                         output.clone(),
                         augment::run(config, &input, &output).await?,
+                    ),
+                }
+            }
+            StageConfig::Clean(config) => {
+                let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
+                let hash = config.hash(&input::resolve(&input)?.infos()?);
+                match up_to_date(&output, "clean", &hash, force)? {
+                    Some(manifest) => skip("clean", output.clone(), manifest),
+                    None => fresh(
+                        "clean",
+                        output.clone(),
+                        clean::run(config, &input, &output).await?,
                     ),
                 }
             }

@@ -1,6 +1,7 @@
 //! One module per subcommand; each parses nothing itself and calls into the libraries.
 
 mod augment;
+mod clean;
 mod export;
 mod inspect;
 mod route;
@@ -29,6 +30,8 @@ enum Command {
     Run(run::Args),
     /// Select one preference pair per prompt (sweet spot by default).
     Select(select::Args),
+    /// Clean labels by robust PCA over per-prompt comparison matrices (CURATRON).
+    Clean(clean::Args),
     /// Keep the pairs with the largest fused external and implicit margins (BeeS).
     SelectMargin(select_margin::Args),
     /// Two goal-conditioned copies per pair, roles swapped in the second (reward-augmented DPO).
@@ -50,6 +53,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args, cli.threads).await,
         Command::Select(args) => select::run(args, cli.threads).await,
+        Command::Clean(args) => clean::run(args).await,
         Command::SelectMargin(args) => select_margin::run(args).await,
         Command::Augment(args) => augment::run(args).await,
         Command::Export(args) => export::run(args).await,

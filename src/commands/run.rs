@@ -24,6 +24,7 @@ pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
         let output = stage.output.display().to_string();
         match stage.kind {
             "select" => super::select::print_summary(&output, &stage.manifest),
+            "clean" => super::clean::print_summary(&output, &stage.manifest),
             "select-margin" => super::select_margin::print_summary(&output, &stage.manifest),
             "augment" => super::augment::print_summary(&output, &stage.manifest),
             "route" => super::route::print_summary(&output, &stage.manifest),

@@ -39,6 +39,10 @@ pub struct Args {
     /// means true; verified while running). Default: read from the files' metadata.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     input_sorted: Option<bool>,
+    /// The reward column: `reward` of the long layout or the score list of the wide one
+    /// (e.g. `clean_score` / `clean_scores` after `prefsmith clean`).
+    #[arg(long)]
+    reward_column: Option<String>,
     /// The input's layout: auto (default), wide or long.
     #[arg(long)]
     input_format: Option<String>,
@@ -72,6 +76,10 @@ pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     }
     if let Some(format) = &args.input_format {
         config.input_format = InputFormat::parse(format)?;
+    }
+    if let Some(column) = &args.reward_column {
+        config.columns.reward = column.clone();
+        config.columns.scores = column.clone();
     }
     if args.input_sorted.is_some() {
         config.input_sorted = args.input_sorted;

@@ -11,6 +11,7 @@
 
 mod augment;
 mod bad_input;
+mod clean;
 mod cli;
 mod common;
 mod export;

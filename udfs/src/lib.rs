@@ -18,8 +18,11 @@
 //! | `fuse_preference(p1, p2, …)` | scalar | Σ logit(clip(p, ε, 1 − ε)) |
 //! | `margin_upper_bound(margin [, divisor [, m1]])` | aggregate | M2 by the tail-sparsity search |
 //! | `goal_prompt(score)` | scalar | the reward-augmented system prompt |
+//! | `clean_scores(response_index, score [, temperature])` | aggregate | robust-PCA cleaned Borda scores, ranks, flags from scores |
+//! | `clean_comparisons(i, j, outcome)` | aggregate | the same from pairwise judgments (missing pairs masked) |
 //!
-//! The selection rules live in [`selection`], shared by every form. To add a function: write
+//! The selection rules live in [`selection`], shared by every form; the robust PCA solver in
+//! [`rpca`]. To add a function: write
 //! it in its own file under `scalar/`, `aggregate/` or `window/` (docs with a SQL example,
 //! struct, trait impl, kernel, tests), add it to the matching list below, and cover it in
 //! `tests/sql/`.
@@ -68,6 +71,8 @@ pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
 /// Every aggregate function of this crate.
 pub fn aggregate_functions() -> Vec<Arc<AggregateUDF>> {
     vec![
+        Arc::new(AggregateUDF::from(aggregate::clean::Clean::scores())),
+        Arc::new(AggregateUDF::from(aggregate::clean::Clean::comparisons())),
         Arc::new(AggregateUDF::from(
             aggregate::select_pair::SelectPair::positions(),
         )),

@@ -278,8 +278,12 @@ pub struct Cleaned {
     pub residual: f64,
     /// False when the solver did not converge; the scores are then the uncleaned Borda scores.
     pub converged: bool,
-    /// Whether the solver ran (false for n ≤ 2 or an all-zero matrix: passed through).
+    /// Whether the solver's result is used (false when passed through: n ≤ 2, an all-zero
+    /// matrix, no convergence, or a degenerate result).
     pub solved: bool,
+    /// The solver explained the whole matrix as corruption (L = 0; happens for very small n,
+    /// where λ‖X‖₁ < ‖X‖_*): passed through rather than reporting every score as equal.
+    pub degenerate: bool,
 }
 
 /// Cleans one prompt's skew-symmetric logit matrix `x` (row-major n × n, Ω given by
@@ -297,7 +301,7 @@ pub fn clean_matrix(
         .map(|k| if is_observed(k) { x[k] } else { 0.0 })
         .collect();
     let x_norm = frobenius(&masked);
-    let pass_through = |iterations, residual, converged| {
+    let pass_through = |iterations, residual, converged, degenerate| {
         let scores = borda(&masked, n);
         Cleaned {
             ranks: ranks(&scores),
@@ -308,14 +312,18 @@ pub fn clean_matrix(
             residual,
             converged,
             solved: false,
+            degenerate,
         }
     };
     if n <= 2 || x_norm == 0.0 {
-        return pass_through(0, 0.0, true);
+        return pass_through(0, 0.0, true, false);
     }
     let result = pcp(&masked, n, observed, options);
     if !result.converged {
-        return pass_through(result.iterations, result.residual, false);
+        return pass_through(result.iterations, result.residual, false, false);
+    }
+    if frobenius(&result.low_rank) <= 1e-9 * x_norm {
+        return pass_through(result.iterations, result.residual, true, true);
     }
     let mut low_rank = result.low_rank.clone();
     for i in 0..n {
@@ -349,6 +357,7 @@ pub fn clean_matrix(
         residual: result.residual,
         converged: true,
         solved: true,
+        degenerate: false,
     }
 }
 

@@ -2,6 +2,7 @@
 //! of [`crate::manifest`], and returns the manifest it wrote.
 
 pub mod augment;
+pub mod clean;
 pub mod export;
 pub mod route;
 pub mod runs;

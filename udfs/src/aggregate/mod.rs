@@ -1,5 +1,6 @@
 //! Aggregate functions: one row per group (prompt).
 
+pub mod clean;
 pub mod margin_upper_bound;
 pub mod reward_stats;
 pub mod select_pair;

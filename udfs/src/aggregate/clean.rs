@@ -1,0 +1,437 @@
+//! Label cleaning aggregates (CURATRON / RORATRON, Decision 5), one result per prompt:
+//!
+//! * `clean_scores(response_index, score [, temperature])`: X_ij = (s_i − s_j)/T (T = 1), fully
+//!   observed; null, NaN and ±inf scores are left out. Rank 2 by construction, so cleaning can
+//!   only flag whole responses whose score disagrees with the rest.
+//! * `clean_comparisons(i, j, outcome)`: one row per judgment, `outcome` ∈ [0, 1] the
+//!   probability (or 0/1 indicator) that response i beats j; judgments of a pair averaged,
+//!   unjudged pairs masked.
+//!
+//! Both return a struct: `response_index`, `clean_score` (Borda score of the cleaned matrix),
+//! `clean_rank` (1 = best), `flagged_comparisons` (per response) as lists in response-index
+//! order, `flagged_pairs` (list of {i, j}), `iterations`, `residual`, `converged` and `solved`
+//! (false when passed through: n ≤ 2, all-equal scores, no convergence, or a degenerate result
+//! where the solver explains everything as corruption — then the scores are the uncleaned Borda
+//! scores and `converged` says which).
+//!
+//! ```text
+//! SELECT prompt_id, clean_scores(response_index, reward) AS c FROM responses GROUP BY prompt_id;
+//! SELECT prompt_id, clean_comparisons(i, j, outcome) AS c FROM judgments GROUP BY prompt_id;
+//! ```
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayBuilder, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int64Builder,
+    ListBuilder, StructArray, StructBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, Int64Type};
+use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::utils::format_state_name;
+use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
+
+use crate::args;
+use crate::rpca::{Cleaned, RpcaOptions, clean_matrix, comparison_matrix, score_matrix};
+
+/// Which input the aggregate reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Source {
+    Scores,
+    Comparisons,
+}
+
+/// `clean_scores` or `clean_comparisons`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Clean {
+    source: Source,
+    signature: Signature,
+}
+
+impl Clean {
+    /// `clean_scores(response_index, score [, temperature])`.
+    pub fn scores() -> Self {
+        Self {
+            source: Source::Scores,
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+
+    /// `clean_comparisons(i, j, outcome)`.
+    pub fn comparisons() -> Self {
+        Self {
+            source: Source::Comparisons,
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+}
+
+fn list(item: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(item, true)))
+}
+
+fn pair_fields() -> Fields {
+    vec![
+        Field::new("i", DataType::Int64, false),
+        Field::new("j", DataType::Int64, false),
+    ]
+    .into()
+}
+
+/// The fields of the result struct.
+pub fn result_fields() -> Fields {
+    vec![
+        Field::new("response_index", list(DataType::Int64), false),
+        Field::new("clean_score", list(DataType::Float64), false),
+        Field::new("clean_rank", list(DataType::Int64), false),
+        Field::new("flagged_comparisons", list(DataType::Int64), false),
+        Field::new(
+            "flagged_pairs",
+            list(DataType::Struct(pair_fields())),
+            false,
+        ),
+        Field::new("iterations", DataType::Int64, false),
+        Field::new("residual", DataType::Float64, false),
+        Field::new("converged", DataType::Boolean, false),
+        Field::new("solved", DataType::Boolean, false),
+    ]
+    .into()
+}
+
+/// One result per (response indices, cleaning) as a struct array.
+pub fn result_array(results: &[(Vec<i64>, Cleaned)]) -> StructArray {
+    let fields = result_fields();
+    let mut b = StructBuilder::from_fields(fields, results.len());
+    for (indices, c) in results {
+        {
+            let l = b
+                .field_builder::<ListBuilder<Box<dyn ArrayBuilder>>>(0)
+                .expect("response_index");
+            let v = l
+                .values()
+                .as_any_mut()
+                .downcast_mut::<Int64Builder>()
+                .expect("i64");
+            v.append_slice(indices);
+            l.append(true);
+        }
+        {
+            let l = b
+                .field_builder::<ListBuilder<Box<dyn ArrayBuilder>>>(1)
+                .expect("clean_score");
+            let v = l
+                .values()
+                .as_any_mut()
+                .downcast_mut::<Float64Builder>()
+                .expect("f64");
+            v.append_slice(&c.scores);
+            l.append(true);
+        }
+        for (k, values) in [(2, &c.ranks), (3, &c.flagged_per_response)] {
+            let l = b
+                .field_builder::<ListBuilder<Box<dyn ArrayBuilder>>>(k)
+                .expect("list");
+            let v = l
+                .values()
+                .as_any_mut()
+                .downcast_mut::<Int64Builder>()
+                .expect("i64");
+            v.append_slice(values);
+            l.append(true);
+        }
+        {
+            let l = b
+                .field_builder::<ListBuilder<Box<dyn ArrayBuilder>>>(4)
+                .expect("flagged_pairs");
+            let s = l
+                .values()
+                .as_any_mut()
+                .downcast_mut::<StructBuilder>()
+                .expect("struct");
+            for &(i, j) in &c.flagged {
+                s.field_builder::<Int64Builder>(0)
+                    .expect("i")
+                    .append_value(indices[i]);
+                s.field_builder::<Int64Builder>(1)
+                    .expect("j")
+                    .append_value(indices[j]);
+                s.append(true);
+            }
+            l.append(true);
+        }
+        b.field_builder::<Int64Builder>(5)
+            .expect("iterations")
+            .append_value(i64::from(c.iterations));
+        b.field_builder::<Float64Builder>(6)
+            .expect("residual")
+            .append_value(c.residual);
+        b.field_builder::<BooleanBuilder>(7)
+            .expect("converged")
+            .append_value(c.converged);
+        b.field_builder::<BooleanBuilder>(8)
+            .expect("solved")
+            .append_value(c.solved);
+        b.append(true);
+    }
+    b.finish()
+}
+
+impl AggregateUDFImpl for Clean {
+    fn name(&self) -> &str {
+        match self.source {
+            Source::Scores => "clean_scores",
+            Source::Comparisons => "clean_comparisons",
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        let name = self.name();
+        match (self.source, arg_types) {
+            (Source::Scores, [index, score]) => Ok(vec![
+                args::coerce_index(name, index)?,
+                args::coerce_reward(name, score)?,
+            ]),
+            (Source::Scores, [index, score, t]) => Ok(vec![
+                args::coerce_index(name, index)?,
+                args::coerce_reward(name, score)?,
+                args::coerce_reward(name, t)?,
+            ]),
+            (Source::Comparisons, [i, j, outcome]) => Ok(vec![
+                args::coerce_index(name, i)?,
+                args::coerce_index(name, j)?,
+                args::coerce_reward(name, outcome)?,
+            ]),
+            (Source::Scores, _) => plan_err!(
+                "clean_scores takes (response_index, score [, temperature]), got {} arguments",
+                arg_types.len()
+            ),
+            (Source::Comparisons, _) => plan_err!(
+                "clean_comparisons takes (i, j, outcome), got {} arguments",
+                arg_types.len()
+            ),
+        }
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Struct(result_fields()))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        let names: &[(&str, DataType)] = match self.source {
+            Source::Scores => &[("index", DataType::Int64), ("score", DataType::Float64)],
+            Source::Comparisons => &[
+                ("i", DataType::Int64),
+                ("j", DataType::Int64),
+                ("outcome", DataType::Float64),
+            ],
+        };
+        Ok(names
+            .iter()
+            .map(|(n, t)| {
+                Arc::new(Field::new(
+                    format_state_name(args.name, n),
+                    list(t.clone()),
+                    true,
+                ))
+            })
+            .collect())
+    }
+
+    fn accumulator(&self, acc: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        let temperature = if self.source == Source::Scores && acc.exprs.len() == 3 {
+            match args::literal_arg("clean_scores", "temperature", acc.exprs[2].as_ref())? {
+                ScalarValue::Float64(Some(t)) if t.is_finite() && t > 0.0 => t,
+                other => {
+                    return exec_err!(
+                        "clean_scores: temperature must be a positive constant, got {other}"
+                    );
+                }
+            }
+        } else {
+            1.0
+        };
+        Ok(Box::new(CleanAccumulator {
+            source: self.source,
+            temperature,
+            a: Vec::new(),
+            b: Vec::new(),
+            values: Vec::new(),
+        }))
+    }
+}
+
+/// Buffers the group's rows until evaluation.
+#[derive(Debug)]
+struct CleanAccumulator {
+    source: Source,
+    temperature: f64,
+    /// Response index (scores) or i (comparisons).
+    a: Vec<i64>,
+    /// j (comparisons only).
+    b: Vec<i64>,
+    /// Score or outcome.
+    values: Vec<f64>,
+}
+
+impl CleanAccumulator {
+    fn push(&mut self, columns: &[&dyn Array]) -> Result<()> {
+        let a = columns[0].as_primitive::<Int64Type>();
+        match self.source {
+            Source::Scores => {
+                let s = columns[1].as_primitive::<Float64Type>();
+                for r in 0..a.len() {
+                    if a.is_null(r) {
+                        return exec_err!("clean_scores: response_index must not be null");
+                    }
+                    // Null, NaN and ±inf scores are left out of the matrix.
+                    if s.is_valid(r) && s.value(r).is_finite() {
+                        self.a.push(a.value(r));
+                        self.values.push(s.value(r));
+                    }
+                }
+            }
+            Source::Comparisons => {
+                let b = columns[1].as_primitive::<Int64Type>();
+                let o = columns[2].as_primitive::<Float64Type>();
+                for r in 0..a.len() {
+                    if a.is_null(r) || b.is_null(r) {
+                        return exec_err!("clean_comparisons: i and j must not be null");
+                    }
+                    if o.is_null(r) {
+                        continue;
+                    }
+                    let outcome = o.value(r);
+                    if !(0.0..=1.0).contains(&outcome) {
+                        return exec_err!(
+                            "clean_comparisons: outcome must be in [0, 1], got {outcome} for ({}, {})",
+                            a.value(r),
+                            b.value(r)
+                        );
+                    }
+                    self.a.push(a.value(r));
+                    self.b.push(b.value(r));
+                    self.values.push(outcome);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The group's cleaning: (response indices, result).
+    pub fn clean(&self) -> Result<(Vec<i64>, Cleaned)> {
+        clean_group(
+            self.source,
+            self.temperature,
+            &self.a,
+            &self.b,
+            &self.values,
+        )
+    }
+}
+
+/// Cleans one group of rows: scores (`a` = response index) or judgments (`a` = i, `b` = j).
+fn clean_group(
+    source: Source,
+    temperature: f64,
+    a: &[i64],
+    b: &[i64],
+    values: &[f64],
+) -> Result<(Vec<i64>, Cleaned)> {
+    match source {
+        Source::Scores => {
+            let mut rows: Vec<(i64, f64)> = a.iter().copied().zip(values.iter().copied()).collect();
+            rows.sort_by_key(|r| r.0);
+            if let Some(w) = rows.windows(2).find(|w| w[0].0 == w[1].0) {
+                return exec_err!("clean_scores: response_index {} appears twice", w[0].0);
+            }
+            let (indices, scores): (Vec<i64>, Vec<f64>) = rows.into_iter().unzip();
+            Ok(clean_scores(indices, &scores, temperature))
+        }
+        Source::Comparisons => {
+            let mut indices: Vec<i64> = a.iter().chain(b).copied().collect();
+            indices.sort_unstable();
+            indices.dedup();
+            let position = |v: i64| indices.binary_search(&v).expect("collected");
+            let judgments: Vec<(usize, usize, f64)> = a
+                .iter()
+                .zip(b)
+                .zip(values)
+                .map(|((&i, &j), &o)| (position(i), position(j), o))
+                .collect();
+            let n = indices.len();
+            let (x, observed) = comparison_matrix(n, &judgments);
+            let cleaned = clean_matrix(&x, n, Some(&observed), RpcaOptions::default());
+            Ok((indices, cleaned))
+        }
+    }
+}
+
+/// Cleans the scores of one prompt (sorted by response index).
+pub fn clean_scores(indices: Vec<i64>, scores: &[f64], temperature: f64) -> (Vec<i64>, Cleaned) {
+    let x = score_matrix(scores, temperature);
+    let cleaned = clean_matrix(&x, scores.len(), None, RpcaOptions::default());
+    (indices, cleaned)
+}
+
+impl Accumulator for CleanAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let columns: Vec<&dyn Array> = values.iter().map(|v| v.as_ref()).collect();
+        self.push(&columns)
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let result = self.clean()?;
+        Ok(ScalarValue::Struct(Arc::new(result_array(&[result]))))
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>() + (self.a.capacity() + self.b.capacity() + self.values.capacity()) * 8
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        let ints = |v: &[i64]| {
+            ScalarValue::List(ScalarValue::new_list_nullable(
+                &v.iter()
+                    .map(|&x| ScalarValue::Int64(Some(x)))
+                    .collect::<Vec<_>>(),
+                &DataType::Int64,
+            ))
+        };
+        let floats = ScalarValue::List(ScalarValue::new_list_nullable(
+            &self
+                .values
+                .iter()
+                .map(|&x| ScalarValue::Float64(Some(x)))
+                .collect::<Vec<_>>(),
+            &DataType::Float64,
+        ));
+        Ok(match self.source {
+            Source::Scores => vec![ints(&self.a), floats],
+            Source::Comparisons => vec![ints(&self.a), ints(&self.b), floats],
+        })
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let lists: Vec<_> = states.iter().map(|s| s.as_list::<i32>()).collect();
+        for row in 0..lists[0].len() {
+            if lists[0].is_null(row) {
+                continue;
+            }
+            let a = lists[0].value(row);
+            let a = a.as_primitive::<Int64Type>();
+            let last = lists[lists.len() - 1].value(row);
+            let values = last.as_primitive::<Float64Type>();
+            self.a.extend(a.values().iter());
+            self.values.extend(values.values().iter());
+            if self.source == Source::Comparisons {
+                let b = lists[1].value(row);
+                self.b.extend(b.as_primitive::<Int64Type>().values().iter());
+            }
+        }
+        Ok(())
+    }
+}
