@@ -55,7 +55,8 @@ pub struct Rpca {
 /// The largest singular value of the row-major n × n matrix `a`.
 pub fn spectral_norm(a: &[f64], n: usize) -> f64 {
     let mut svd = JacobiSvd::new(n);
-    svd.decompose(a);
+    // σ_max ≥ ‖a‖_F/√n, far above this threshold: the largest value is exact.
+    svd.decompose_above(a, 1e-8 * frobenius(a) / (n.max(1) as f64).sqrt());
     svd.sigma.iter().copied().fold(0.0, f64::max)
 }
 
@@ -82,7 +83,8 @@ pub fn pcp(x: &[f64], n: usize, observed: Option<&[bool]>, options: RpcaOptions)
     }
     let lambda = options.lambda.unwrap_or(1.0 / (n as f64).sqrt());
     let mut svd = JacobiSvd::new(n);
-    svd.decompose(&x);
+    // Only the largest singular value is needed here; it is far above this threshold.
+    svd.decompose_above(&x, 1e-8 * x_norm / (n as f64).sqrt());
     let norm_two = svd.sigma.iter().copied().fold(0.0, f64::max);
     let norm_inf = x.iter().fold(0.0f64, |m, v| m.max(v.abs())) / lambda;
     let dual = norm_two.max(norm_inf);
@@ -108,7 +110,7 @@ pub fn pcp(x: &[f64], n: usize, observed: Option<&[bool]>, options: RpcaOptions)
         for k in 0..n * n {
             work[k] = x[k] - sparse[k] + y[k] * inv_mu;
         }
-        svd.decompose(&work);
+        svd.decompose_above(&work, inv_mu);
         svd.threshold_into(inv_mu, &mut low_rank);
         let mut z_norm = 0.0;
         for k in 0..n * n {
@@ -173,8 +175,19 @@ impl JacobiSvd {
         &self.sigma
     }
 
-    /// Decomposes the row-major matrix `a`.
+    /// Decomposes the row-major matrix `a` completely (every singular value to full accuracy).
     pub fn decompose(&mut self, a: &[f64]) {
+        self.decompose_above(a, 0.0);
+    }
+
+    /// Decomposes the row-major matrix `a` as far as singular value thresholding at `tau`
+    /// needs: the columns of A·V are split into a "small" set whose squared norms sum to less
+    /// than τ² and the rest; pairs inside the small set are not rotated. At convergence the
+    /// other columns are orthogonal to each other and to the small ones, so they are exact
+    /// singular triplets, and every singular value of the small block is below τ (its
+    /// Frobenius norm is), so thresholding drops it exactly. For the low-rank matrices of RPCA
+    /// this skips most of the work, which would otherwise go into resolving the near-null space.
+    pub fn decompose_above(&mut self, a: &[f64], tau: f64) {
         let n = self.n;
         std::mem::swap(&mut self.v, &mut self.previous_v);
         self.v.copy_from_slice(&self.previous_v);
@@ -188,19 +201,37 @@ impl JacobiSvd {
             }
         }
         const EPS: f64 = 1e-15;
+        let budget = tau * tau;
+        let mut norms = vec![0.0; n];
+        let mut small = vec![false; n];
+        let mut order: Vec<usize> = (0..n).collect();
         for _sweep in 0..60 {
+            for (j, norm) in norms.iter_mut().enumerate() {
+                let col = &self.columns[j * n..(j + 1) * n];
+                *norm = col.iter().map(|x| x * x).sum();
+            }
+            // The small set: smallest columns first while their squared norms stay under τ².
+            order.sort_by(|&x, &y| norms[x].total_cmp(&norms[y]));
+            small.iter_mut().for_each(|s| *s = false);
+            let mut used = 0.0;
+            for &j in &order {
+                if used + norms[j] >= budget {
+                    break;
+                }
+                used += norms[j];
+                small[j] = true;
+            }
             let mut rotated = false;
             for p in 0..n {
                 for q in p + 1..n {
+                    if small[p] && small[q] {
+                        continue;
+                    }
+                    let (alpha, beta) = (norms[p], norms[q]);
                     let (head, tail) = self.columns.split_at_mut(q * n);
                     let cp = &mut head[p * n..(p + 1) * n];
                     let cq = &mut tail[..n];
-                    let (mut alpha, mut beta, mut gamma) = (0.0, 0.0, 0.0);
-                    for (x, y) in cp.iter().zip(cq.iter()) {
-                        alpha += x * x;
-                        beta += y * y;
-                        gamma += x * y;
-                    }
+                    let gamma: f64 = cp.iter().zip(cq.iter()).map(|(x, y)| x * y).sum();
                     if gamma == 0.0 || gamma.abs() <= EPS * (alpha * beta).sqrt() {
                         continue;
                     }
@@ -214,6 +245,8 @@ impl JacobiSvd {
                         *x = c * a - s * b;
                         *y = s * a + c * b;
                     }
+                    norms[p] = alpha - t * gamma;
+                    norms[q] = beta + t * gamma;
                     let (head, tail) = self.v.split_at_mut(q * n);
                     let vp = &mut head[p * n..(p + 1) * n];
                     let vq = &mut tail[..n];
