@@ -336,3 +336,44 @@ fn long_layout_and_comparisons_with_edge_cases() {
         "{stderr}"
     );
 }
+
+#[test]
+fn synthetic_corrupted_data_clean_then_select() {
+    // synth's rewards carry 2 % degenerate low outliers: exactly what cleaning flags.
+    let dir = tempdir();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    ok(&prefsmith(&[
+        "synth",
+        "--prompts",
+        "200",
+        "--responses",
+        "8",
+        "--output",
+        &path("synth"),
+    ]));
+    let stdout = ok(&prefsmith(&[
+        "clean",
+        "--input",
+        &path("synth"),
+        "--output",
+        &path("cleaned"),
+    ]));
+    assert!(
+        stdout.contains("prompts 200") && stdout.contains("not converged 0"),
+        "{stdout}"
+    );
+    let flagged = manifest(&dir.path().join("cleaned"))["stats"]["flagged_comparisons"]
+        .as_u64()
+        .expect("a count");
+    assert!(flagged > 0, "{stdout}");
+    let stdout = ok(&prefsmith(&[
+        "select",
+        "--input",
+        &path("cleaned"),
+        "--output",
+        &path("pairs"),
+        "--reward-column",
+        "clean_score",
+    ]));
+    assert!(stdout.contains("select: 200 pairs"), "{stdout}");
+}

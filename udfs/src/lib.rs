@@ -134,6 +134,6 @@ mod tests {
         for name in &all {
             assert!(names.insert(name.clone()), "duplicate function name {name}");
         }
-        assert_eq!(all.len(), 15);
+        assert_eq!(all.len(), 17);
     }
 }

@@ -562,6 +562,26 @@ mod tests {
     }
 
     #[test]
+    fn non_convergence_is_reported_and_never_used() {
+        let n = 8;
+        let mut x = score_matrix(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], 1.0);
+        x[1] = 9.0;
+        x[n] = -9.0;
+        let options = RpcaOptions {
+            max_iterations: 3,
+            ..RpcaOptions::default()
+        };
+        let raw = pcp(&x, n, None, options);
+        assert!(!raw.converged && raw.iterations == 3 && raw.residual > 1e-7);
+        let cleaned = clean_matrix(&x, n, None, options);
+        assert!(!cleaned.converged && !cleaned.solved && cleaned.flagged.is_empty());
+        // Passed through: the uncleaned Borda scores.
+        let borda0: f64 = x[..n].iter().sum::<f64>() / n as f64;
+        assert_eq!(cleaned.scores[0], borda0);
+        assert_eq!(cleaned.iterations, 3);
+    }
+
+    #[test]
     fn judgments_are_averaged_clipped_and_masked() {
         // (0, 1) judged twice (1 and 0.5 -> 0.75); (1, 2) once as 1 -> clipped to 1 - 1/4.
         let (x, observed) = comparison_matrix(3, &[(0, 1, 1.0), (1, 0, 0.5), (1, 2, 1.0)]);
