@@ -181,6 +181,7 @@ fn solver_matches_the_numpy_reference() {
         "reference_rpca.py",
         &[path.to_str().expect("utf-8")],
     ));
+    println!("{stdout}");
     assert!(stdout.contains("rpca matches on 5 matrices"), "{stdout}");
 }
 
