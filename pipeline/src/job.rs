@@ -57,62 +57,42 @@ pub async fn run(
             StageConfig::Route(config) => {
                 let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
                 let hash = config.hash(&input::resolve(&input)?.infos()?);
-                match up_to_date(&output, "route", &hash, force)? {
-                    Some(manifest) => skip("route", output.clone(), manifest),
-                    None => fresh(
-                        "route",
-                        output.clone(),
-                        route::run(config, &input, &output).await?,
-                    ),
-                }
+                run_unless_up_to_date("route", &output, &hash, force, || {
+                    route::run(config, &input, &output)
+                })
+                .await?
             }
             StageConfig::Augment(config) => {
                 let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
                 let hash = config.hash(&input::resolve(&input)?.infos()?);
-                match up_to_date(&output, "augment", &hash, force)? {
-                    Some(manifest) => skip("augment", output.clone(), manifest),
-                    None => fresh(
-                        "augment",
-                        output.clone(),
-                        augment::run(config, &input, &output).await?,
-                    ),
-                }
+                run_unless_up_to_date("augment", &output, &hash, force, || {
+                    augment::run(config, &input, &output)
+                })
+                .await?
             }
             StageConfig::Clean(config) => {
                 let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
                 let hash = config.hash(&input::resolve(&input)?.infos()?);
-                match up_to_date(&output, "clean", &hash, force)? {
-                    Some(manifest) => skip("clean", output.clone(), manifest),
-                    None => fresh(
-                        "clean",
-                        output.clone(),
-                        clean::run(config, &input, &output).await?,
-                    ),
-                }
+                run_unless_up_to_date("clean", &output, &hash, force, || {
+                    clean::run(config, &input, &output)
+                })
+                .await?
             }
             StageConfig::SelectMargin(config) => {
                 let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
                 let hash = config.hash(&input::resolve(&input)?.infos()?);
-                match up_to_date(&output, "select-margin", &hash, force)? {
-                    Some(manifest) => skip("select-margin", output.clone(), manifest),
-                    None => fresh(
-                        "select-margin",
-                        output.clone(),
-                        select_margin::run(config, &input, &output).await?,
-                    ),
-                }
+                run_unless_up_to_date("select-margin", &output, &hash, force, || {
+                    select_margin::run(config, &input, &output)
+                })
+                .await?
             }
             StageConfig::Export(config) => {
                 let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
                 let hash = config.hash(&input::resolve(&input)?.infos()?);
-                match up_to_date(&output, "export", &hash, force)? {
-                    Some(manifest) => skip("export", output.clone(), manifest),
-                    None => fresh(
-                        "export",
-                        output.clone(),
-                        export::run(config, &input, &output).await?,
-                    ),
-                }
+                run_unless_up_to_date("export", &output, &hash, force, || {
+                    export::run(config, &input, &output)
+                })
+                .await?
             }
             StageConfig::Select(config) => {
                 let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
@@ -136,6 +116,24 @@ pub async fn run(
         runs.push(run);
     }
     Ok(runs)
+}
+
+/// Runs a stage through `run` unless `output` already holds its manifest with `hash`.
+async fn run_unless_up_to_date<F, Fut>(
+    kind: &'static str,
+    output: &Path,
+    hash: &str,
+    force: bool,
+    run: F,
+) -> Result<StageRun>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Manifest>>,
+{
+    Ok(match up_to_date(output, kind, hash, force)? {
+        Some(manifest) => skip(kind, output.to_path_buf(), manifest),
+        None => fresh(kind, output.to_path_buf(), run().await?),
+    })
 }
 
 /// A stage's input: its own `input`, else the previous stage's output.

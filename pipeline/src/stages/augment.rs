@@ -41,7 +41,7 @@ use crate::formats::{
 use crate::input::FileInfo;
 use crate::manifest::{InputInfo, Manifest, StageWriter};
 use crate::reader::string_at;
-use crate::stages::{config_hash, input_listing, now_unix};
+use crate::stages::{now_unix, stage_hash};
 
 /// Settings of the `augment` stage.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -64,10 +64,7 @@ pub struct AugmentConfig {
 impl AugmentConfig {
     /// The hash deciding whether an existing output is up to date.
     pub fn hash(&self, infos: &[FileInfo]) -> String {
-        config_hash(
-            "augment",
-            &json!({"config": self, "inputs": input_listing(infos)}),
-        )
+        stage_hash("augment", self, infos)
     }
 }
 

@@ -37,7 +37,7 @@ use crate::formats::InputFormat;
 use crate::input::{self, FileInfo, Layout};
 use crate::manifest::{InputInfo, Manifest, StageWriter};
 use crate::reader::{read_all_in_order, string_at};
-use crate::stages::{Progress, config_hash, input_listing, now_unix};
+use crate::stages::{Progress, now_unix, stage_hash};
 
 /// Settings of the `clean` stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,10 +87,7 @@ impl Default for CleanConfig {
 impl CleanConfig {
     /// The hash deciding whether an existing output is up to date.
     pub fn hash(&self, infos: &[FileInfo]) -> String {
-        config_hash(
-            "clean",
-            &json!({"config": self, "inputs": input_listing(infos)}),
-        )
+        stage_hash("clean", self, infos)
     }
 }
 

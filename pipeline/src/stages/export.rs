@@ -39,7 +39,7 @@ use crate::formats::{
 use crate::input::FileInfo;
 use crate::manifest::{InputInfo, Manifest, StageWriter};
 use crate::reader::{stream_in_order, string_at};
-use crate::stages::{Progress, config_hash, input_listing, now_unix};
+use crate::stages::{Progress, now_unix, stage_hash};
 
 /// The layouts written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,10 +128,7 @@ impl Default for ExportConfig {
 impl ExportConfig {
     /// The hash deciding whether an existing output is up to date.
     pub fn hash(&self, infos: &[FileInfo]) -> String {
-        config_hash(
-            "export",
-            &json!({"config": self, "inputs": input_listing(infos)}),
-        )
+        stage_hash("export", self, infos)
     }
 }
 

@@ -28,6 +28,19 @@ pub fn config_hash(stage: &str, value: &serde_json::Value) -> String {
         .collect()
 }
 
+/// The hash deciding whether a stage's existing output is up to date: its settings and its
+/// input files (paths, sizes, modification times).
+pub fn stage_hash(
+    stage: &str,
+    config: &impl serde::Serialize,
+    infos: &[crate::input::FileInfo],
+) -> String {
+    config_hash(
+        stage,
+        &serde_json::json!({"config": config, "inputs": input_listing(infos)}),
+    )
+}
+
 /// The input files as they enter a config hash: path, size and modification time, so that a
 /// rewritten input makes the stage rerun.
 pub fn input_listing(infos: &[crate::input::FileInfo]) -> serde_json::Value {

@@ -26,7 +26,7 @@ use crate::formats::{InputFormat, PairInput};
 use crate::input::FileInfo;
 use crate::manifest::{InputInfo, Manifest, StageWriter};
 use crate::reader::string_at;
-use crate::stages::{config_hash, input_listing, now_unix};
+use crate::stages::{now_unix, stage_hash};
 
 /// Settings of the `route` stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,10 +107,7 @@ impl RouteConfig {
 
     /// The hash deciding whether an existing output is up to date.
     pub fn hash(&self, infos: &[FileInfo]) -> String {
-        config_hash(
-            "route",
-            &json!({"config": self, "inputs": input_listing(infos)}),
-        )
+        stage_hash("route", self, infos)
     }
 }
 

@@ -37,7 +37,7 @@ use crate::formats::{InputFormat, PairInput, PairSchema, sorted_by_prompt_id};
 use crate::input::FileInfo;
 use crate::manifest::{InputInfo, Manifest, StageWriter};
 use crate::reader::{map_columns_in_order, string_at};
-use crate::stages::{Progress, config_hash, input_listing, now_unix};
+use crate::stages::{Progress, now_unix, stage_hash};
 
 /// A margin source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -204,10 +204,7 @@ impl SelectMarginConfig {
 
     /// The hash deciding whether an existing output is up to date.
     pub fn hash(&self, infos: &[FileInfo]) -> String {
-        config_hash(
-            "select-margin",
-            &json!({"config": self, "inputs": input_listing(infos)}),
-        )
+        stage_hash("select-margin", self, infos)
     }
 }
 
