@@ -421,6 +421,44 @@ pub fn clean_matrix(
     }
 }
 
+/// Cleans one prompt's scores, given with their response indices in any order: returns the
+/// indices ascending and the cleaning, or `Err(index)` for an index that appears twice.
+pub fn clean_indexed_scores(
+    indices: &[i64],
+    scores: &[f64],
+    temperature: f64,
+) -> Result<(Vec<i64>, Cleaned), i64> {
+    let mut rows: Vec<(i64, f64)> = indices
+        .iter()
+        .copied()
+        .zip(scores.iter().copied())
+        .collect();
+    rows.sort_by_key(|r| r.0);
+    if let Some(w) = rows.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(w[0].0);
+    }
+    let (indices, scores): (Vec<i64>, Vec<f64>) = rows.into_iter().unzip();
+    let x = score_matrix(&scores, temperature);
+    let cleaned = clean_matrix(&x, scores.len(), None, RpcaOptions::default());
+    Ok((indices, cleaned))
+}
+
+/// Cleans one prompt's judgments `(i, j, outcome)` over response indices: returns the indices
+/// seen (ascending) and the cleaning.
+pub fn clean_judgments(judgments: &[(i64, i64, f64)]) -> (Vec<i64>, Cleaned) {
+    let mut indices: Vec<i64> = judgments.iter().flat_map(|&(i, j, _)| [i, j]).collect();
+    indices.sort_unstable();
+    indices.dedup();
+    let at = |v: i64| indices.binary_search(&v).expect("collected above");
+    let positions: Vec<(usize, usize, f64)> = judgments
+        .iter()
+        .map(|&(i, j, o)| (at(i), at(j), o))
+        .collect();
+    let (x, observed) = comparison_matrix(indices.len(), &positions);
+    let cleaned = clean_matrix(&x, indices.len(), Some(&observed), RpcaOptions::default());
+    (indices, cleaned)
+}
+
 /// Row means.
 fn borda(m: &[f64], n: usize) -> Vec<f64> {
     (0..n)

@@ -26,7 +26,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
-use prefsmith_udfs::rpca::{Cleaned, RpcaOptions, clean_matrix, comparison_matrix, score_matrix};
+use prefsmith_udfs::rpca::{Cleaned, clean_indexed_scores, clean_judgments};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::info;
@@ -104,28 +104,9 @@ type Solved = (Vec<i64>, Cleaned);
 
 fn solve(problem: &Problem, temperature: f64) -> Solved {
     match problem {
-        Problem::Scores { indices, scores } => {
-            let mut order: Vec<usize> = (0..indices.len()).collect();
-            order.sort_by_key(|&k| indices[k]);
-            let sorted_scores: Vec<f64> = order.iter().map(|&k| scores[k]).collect();
-            let sorted_indices: Vec<i64> = order.iter().map(|&k| indices[k]).collect();
-            let x = score_matrix(&sorted_scores, temperature);
-            let cleaned = clean_matrix(&x, sorted_scores.len(), None, RpcaOptions::default());
-            (sorted_indices, cleaned)
-        }
-        Problem::Judgments(judgments) => {
-            let mut indices: Vec<i64> = judgments.iter().flat_map(|&(i, j, _)| [i, j]).collect();
-            indices.sort_unstable();
-            indices.dedup();
-            let at = |v: i64| indices.binary_search(&v).expect("collected");
-            let positions: Vec<(usize, usize, f64)> = judgments
-                .iter()
-                .map(|&(i, j, o)| (at(i), at(j), o))
-                .collect();
-            let (x, observed) = comparison_matrix(indices.len(), &positions);
-            let cleaned = clean_matrix(&x, indices.len(), Some(&observed), RpcaOptions::default());
-            (indices, cleaned)
-        }
+        Problem::Scores { indices, scores } => clean_indexed_scores(indices, scores, temperature)
+            .expect("duplicate response indices are rejected while reading"),
+        Problem::Judgments(judgments) => clean_judgments(judgments),
     }
 }
 

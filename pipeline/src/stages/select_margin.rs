@@ -404,7 +404,7 @@ fn score_rows(
 }
 
 /// Ranks the rows (Decision 3) and keeps the top k.
-fn rank(bounds: &[SourceBounds], rows: usize, m1: f64, keep: Keep) -> Result<Ranking> {
+fn rank(bounds: &[SourceBounds], rows: usize, m1: f64, keep: Keep) -> Ranking {
     let mut logits = vec![f64::NAN; rows];
     let mut ties = vec![f64::NAN; rows];
     // The per-row arithmetic is independent: split it over the cores.
@@ -448,13 +448,13 @@ fn rank(bounds: &[SourceBounds], rows: usize, m1: f64, keep: Keep) -> Result<Ran
     for (rank, &(_, _, row)) in chosen.iter().enumerate() {
         ranks[row as usize] = rank as u32 + 1;
     }
-    Ok(Ranking {
+    Ranking {
         ranks,
         logits,
         eligible,
         wanted,
         selected: selected as u64,
-    })
+    }
 }
 
 /// Runs `select-margin` from `input` into `output`.
@@ -519,7 +519,7 @@ pub async fn run(config: &SelectMarginConfig, input: &str, output: &Path) -> Res
             b.scale = b.m2 - config.m1;
         }
     }
-    let ranking = rank(&bounds, rows, config.m1, keep)?;
+    let ranking = rank(&bounds, rows, config.m1, keep);
     info!(
         eligible = ranking.eligible,
         seconds = started.elapsed().as_secs_f64(),
@@ -755,10 +755,10 @@ mod tests {
             bounds(MarginSource::External, &external, 4.0),
             bounds(MarginSource::Implicit, &implicit, 2.0),
         ];
-        let r = rank(&b, 5, -2.0, Keep::TopK(10)).unwrap();
+        let r = rank(&b, 5, -2.0, Keep::TopK(10));
         assert_eq!(r.ranks, [2, 1, 4, 3, 0]);
         assert_eq!((r.eligible, r.wanted, r.selected), (4, 10, 4));
-        let r = rank(&b, 5, -2.0, Keep::Fraction(0.5)).unwrap();
+        let r = rank(&b, 5, -2.0, Keep::Fraction(0.5));
         assert_eq!(r.ranks, [2, 1, 0, 0, 0]);
     }
 
@@ -770,7 +770,7 @@ mod tests {
             bounds(MarginSource::External, &external, 2.0),
             bounds(MarginSource::Implicit, &implicit, 2.0),
         ];
-        let r = rank(&b, 2, -2.0, Keep::TopK(1)).unwrap();
+        let r = rank(&b, 2, -2.0, Keep::TopK(1));
         assert_eq!(r.logits[0], 0.0);
         // Row 1 (p = 0.5 twice) has logit 0 too; the tie goes to row 0's larger Σ m/M2
         // (-3/2 + 5/2 = 1 against 0).

@@ -32,7 +32,7 @@ use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
 
 use crate::args;
-use crate::rpca::{Cleaned, RpcaOptions, clean_matrix, comparison_matrix, score_matrix};
+use crate::rpca::{Cleaned, clean_indexed_scores, clean_judgments};
 
 /// Which input the aggregate reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -322,59 +322,22 @@ impl CleanAccumulator {
     }
 
     /// The group's cleaning: (response indices, result).
-    pub fn clean(&self) -> Result<(Vec<i64>, Cleaned)> {
-        clean_group(
-            self.source,
-            self.temperature,
-            &self.a,
-            &self.b,
-            &self.values,
-        )
-    }
-}
-
-/// Cleans one group of rows: scores (`a` = response index) or judgments (`a` = i, `b` = j).
-fn clean_group(
-    source: Source,
-    temperature: f64,
-    a: &[i64],
-    b: &[i64],
-    values: &[f64],
-) -> Result<(Vec<i64>, Cleaned)> {
-    match source {
-        Source::Scores => {
-            let mut rows: Vec<(i64, f64)> = a.iter().copied().zip(values.iter().copied()).collect();
-            rows.sort_by_key(|r| r.0);
-            if let Some(w) = rows.windows(2).find(|w| w[0].0 == w[1].0) {
-                return exec_err!("clean_scores: response_index {} appears twice", w[0].0);
+    fn clean(&self) -> Result<(Vec<i64>, Cleaned)> {
+        match self.source {
+            Source::Scores => clean_indexed_scores(&self.a, &self.values, self.temperature)
+                .or_else(|index| exec_err!("clean_scores: response_index {index} appears twice")),
+            Source::Comparisons => {
+                let judgments: Vec<(i64, i64, f64)> = self
+                    .a
+                    .iter()
+                    .zip(&self.b)
+                    .zip(&self.values)
+                    .map(|((&i, &j), &o)| (i, j, o))
+                    .collect();
+                Ok(clean_judgments(&judgments))
             }
-            let (indices, scores): (Vec<i64>, Vec<f64>) = rows.into_iter().unzip();
-            Ok(clean_scores(indices, &scores, temperature))
-        }
-        Source::Comparisons => {
-            let mut indices: Vec<i64> = a.iter().chain(b).copied().collect();
-            indices.sort_unstable();
-            indices.dedup();
-            let position = |v: i64| indices.binary_search(&v).expect("collected");
-            let judgments: Vec<(usize, usize, f64)> = a
-                .iter()
-                .zip(b)
-                .zip(values)
-                .map(|((&i, &j), &o)| (position(i), position(j), o))
-                .collect();
-            let n = indices.len();
-            let (x, observed) = comparison_matrix(n, &judgments);
-            let cleaned = clean_matrix(&x, n, Some(&observed), RpcaOptions::default());
-            Ok((indices, cleaned))
         }
     }
-}
-
-/// Cleans the scores of one prompt (sorted by response index).
-pub fn clean_scores(indices: Vec<i64>, scores: &[f64], temperature: f64) -> (Vec<i64>, Cleaned) {
-    let x = score_matrix(scores, temperature);
-    let cleaned = clean_matrix(&x, scores.len(), None, RpcaOptions::default());
-    (indices, cleaned)
 }
 
 impl Accumulator for CleanAccumulator {
