@@ -98,56 +98,31 @@ pub fn result_fields() -> Fields {
     .into()
 }
 
+/// Appends one list to list field `k` of `b`, its items written by `fill` into the values
+/// builder (of type `T`).
+fn append_list<T: ArrayBuilder>(b: &mut StructBuilder, k: usize, fill: impl FnOnce(&mut T)) {
+    let list = b
+        .field_builder::<ListBuilder<Box<dyn ArrayBuilder>>>(k)
+        .expect("a list field");
+    fill(
+        list.values()
+            .as_any_mut()
+            .downcast_mut::<T>()
+            .expect("the field's item builder"),
+    );
+    list.append(true);
+}
+
 /// One result per (response indices, cleaning) as a struct array.
 pub fn result_array(results: &[(Vec<i64>, Cleaned)]) -> StructArray {
     let fields = result_fields();
     let mut b = StructBuilder::from_fields(fields, results.len());
     for (indices, c) in results {
-        {
-            let l = b
-                .field_builder::<ListBuilder<Box<dyn ArrayBuilder>>>(0)
-                .expect("response_index");
-            let v = l
-                .values()
-                .as_any_mut()
-                .downcast_mut::<Int64Builder>()
-                .expect("i64");
-            v.append_slice(indices);
-            l.append(true);
-        }
-        {
-            let l = b
-                .field_builder::<ListBuilder<Box<dyn ArrayBuilder>>>(1)
-                .expect("clean_score");
-            let v = l
-                .values()
-                .as_any_mut()
-                .downcast_mut::<Float64Builder>()
-                .expect("f64");
-            v.append_slice(&c.scores);
-            l.append(true);
-        }
-        for (k, values) in [(2, &c.ranks), (3, &c.flagged_per_response)] {
-            let l = b
-                .field_builder::<ListBuilder<Box<dyn ArrayBuilder>>>(k)
-                .expect("list");
-            let v = l
-                .values()
-                .as_any_mut()
-                .downcast_mut::<Int64Builder>()
-                .expect("i64");
-            v.append_slice(values);
-            l.append(true);
-        }
-        {
-            let l = b
-                .field_builder::<ListBuilder<Box<dyn ArrayBuilder>>>(4)
-                .expect("flagged_pairs");
-            let s = l
-                .values()
-                .as_any_mut()
-                .downcast_mut::<StructBuilder>()
-                .expect("struct");
+        append_list::<Int64Builder>(&mut b, 0, |v| v.append_slice(indices));
+        append_list::<Float64Builder>(&mut b, 1, |v| v.append_slice(&c.scores));
+        append_list::<Int64Builder>(&mut b, 2, |v| v.append_slice(&c.ranks));
+        append_list::<Int64Builder>(&mut b, 3, |v| v.append_slice(&c.flagged_per_response));
+        append_list::<StructBuilder>(&mut b, 4, |s| {
             for &(i, j) in &c.flagged {
                 s.field_builder::<Int64Builder>(0)
                     .expect("i")
@@ -157,8 +132,7 @@ pub fn result_array(results: &[(Vec<i64>, Cleaned)]) -> StructArray {
                     .append_value(indices[j]);
                 s.append(true);
             }
-            l.append(true);
-        }
+        });
         b.field_builder::<Int64Builder>(5)
             .expect("iterations")
             .append_value(i64::from(c.iterations));
