@@ -40,7 +40,10 @@ fn main() -> ExitCode {
             }
             let data_problem = error
                 .downcast_ref::<prefsmith_pipeline::Error>()
-                .is_some_and(prefsmith_pipeline::Error::is_data_problem);
+                .is_some_and(prefsmith_pipeline::Error::is_data_problem)
+                || error
+                    .downcast_ref::<prefsmith_trainer::Error>()
+                    .is_some_and(prefsmith_trainer::Error::is_data_problem);
             ExitCode::from(if data_problem { 1 } else { 2 })
         }
     }

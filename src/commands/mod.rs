@@ -4,8 +4,12 @@ mod augment;
 mod clean;
 mod export;
 mod inspect;
+mod model_args;
+mod reward;
 mod route;
 mod run;
+mod sample;
+mod score;
 mod select;
 mod select_margin;
 mod sql;
@@ -26,6 +30,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Sample N responses per prompt from a language model (wide layout).
+    Sample(sample::Args),
+    /// Score responses with an LLM judge or a reward model (adds the reward column).
+    Reward(reward::Args),
+    /// Add summed response log-probs under a policy or reference model.
+    Score(score::Args),
     /// Run a job: the stages of a TOML file, in order, skipping those already up to date.
     Run(run::Args),
     /// Select one preference pair per prompt (sweet spot by default).
@@ -51,6 +61,9 @@ enum Command {
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Sample(args) => sample::run(args).await,
+        Command::Reward(args) => reward::run(args).await,
+        Command::Score(args) => score::run(args).await,
         Command::Run(args) => run::run(args, cli.threads).await,
         Command::Select(args) => select::run(args, cli.threads).await,
         Command::Clean(args) => clean::run(args).await,

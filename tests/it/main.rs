@@ -15,6 +15,7 @@ mod clean;
 mod cli;
 mod common;
 mod export;
+mod model;
 mod reference;
 mod route;
 mod select_margin;

@@ -1,0 +1,45 @@
+//! `prefsmith reward`.
+
+use std::path::PathBuf;
+
+use prefsmith_trainer::stages::reward::{self, RewardConfig, RewardMode};
+
+use super::model_args::ModelArgs;
+
+/// Arguments of `prefsmith reward`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Responses: wide layout (`all_generated_responses`) or long layout (`response`).
+    #[arg(long)]
+    input: String,
+    /// Output directory: the input plus the reward column.
+    #[arg(long)]
+    output: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// auto (classifier if the model has a score head, else judge), judge or classifier.
+    #[arg(long, default_value = "auto")]
+    mode: String,
+    /// Output column (default all_rm_scores for wide, reward for long).
+    #[arg(long)]
+    column: Option<String>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = RewardConfig {
+        model: args.model.settings(),
+        mode: RewardMode::parse(&args.mode)?,
+        column: args.column,
+        model_hash: None,
+    };
+    let manifest = reward::run(&config, &args.input, &args.output).await?;
+    let stat = |k: &str| manifest.stats.get(k).cloned().unwrap_or_default();
+    println!(
+        "reward: {} responses scored by {} ({}) into {}",
+        stat("responses"),
+        stat("model").as_str().unwrap_or("?"),
+        stat("mode").as_str().unwrap_or("?"),
+        args.output.display(),
+    );
+    Ok(())
+}

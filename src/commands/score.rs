@@ -1,0 +1,59 @@
+//! `prefsmith score`.
+
+use std::path::PathBuf;
+
+use prefsmith_pipeline::formats::InputFormat;
+use prefsmith_trainer::stages::score::{self, Role, ScoreConfig};
+
+use super::model_args::ModelArgs;
+
+/// Arguments of `prefsmith score`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A pair table (prompt, chosen, rejected) or a responses table (wide or long layout).
+    #[arg(long)]
+    input: String,
+    /// Output directory: the input plus log-prob and token-count columns.
+    #[arg(long)]
+    output: PathBuf,
+    /// policy (columns policy_logp_*) or reference (columns ref_logp_*).
+    #[arg(long)]
+    role: String,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The pair input's layout: auto (default), plain or hf-binarized.
+    #[arg(long)]
+    input_format: Option<String>,
+    /// Do not read or write the (model, data) score cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = ScoreConfig {
+        model: args.model.settings(),
+        role: Role::parse(&args.role)?,
+        input_format: match &args.input_format {
+            Some(f) => InputFormat::parse(f)?,
+            None => InputFormat::Auto,
+        },
+        cache: !args.no_cache,
+        model_hash: None,
+    };
+    let manifest = score::run(&config, &args.input, &args.output).await?;
+    let stat = |k: &str| manifest.stats.get(k).cloned().unwrap_or_default();
+    println!(
+        "score: {} sequences ({} tokens) scored as {} by {}{} into {}",
+        stat("sequences"),
+        stat("tokens"),
+        stat("role").as_str().unwrap_or("?"),
+        stat("model").as_str().unwrap_or("?"),
+        if stat("from_cache").as_bool() == Some(true) {
+            " (from cache)"
+        } else {
+            ""
+        },
+        args.output.display(),
+    );
+    Ok(())
+}

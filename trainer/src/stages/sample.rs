@@ -1,0 +1,242 @@
+//! The `sample` stage: N responses per prompt from a model (the on-policy samples of the
+//! Sweet-Spot recipe). Reads prompts from Parquet (any table with a `prompt` column, string or
+//! message list, and optionally `prompt_id`) or JSONL (one object per line with the same
+//! keys); writes the wide layout `select` and `reward` read: `prompt_id`, `prompt`,
+//! `all_generated_responses`, plus `response_tokens` and `finish_reasons` per response. The
+//! manifest records the model (name and hash) and the sampling settings.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::{
+    ArrayRef, ListBuilder, RecordBatch, StringArray, StringBuilder, UInt32Builder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use prefsmith_pipeline::formats::message_list_array;
+use prefsmith_pipeline::input::FileInfo;
+use prefsmith_pipeline::manifest::{InputInfo, Manifest, StageWriter};
+use prefsmith_pipeline::reader::string_at;
+use prefsmith_pipeline::stages::{Progress, now_unix, stage_hash};
+use prefsmith_udfs::selection::prompt_id_of;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::info;
+
+use crate::error::{Error, Result};
+use crate::sampling::{SamplingConfig, generate};
+use crate::stages::{ModelSettings, Table, prompt_messages, stream_of};
+use crate::tokenizer::ChatMessage;
+
+/// Settings of the `sample` stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SampleConfig {
+    /// The model.
+    #[serde(flatten)]
+    pub model: ModelSettings,
+    /// Sampling settings.
+    #[serde(flatten)]
+    pub sampling: SamplingConfig,
+    /// Use only the first this many prompts.
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// The model's content hash (filled in when the stage runs; part of the config hash).
+    #[serde(default)]
+    pub model_hash: Option<String>,
+}
+
+/// Prompts as read: one batch with `prompt_id` (Utf8) and `prompt` (string or message list).
+async fn read_prompts(
+    spec: &str,
+    limit: Option<usize>,
+) -> Result<(RecordBatch, Vec<FileInfo>, Option<String>)> {
+    let path = Path::new(spec);
+    let is_jsonl = path
+        .extension()
+        .is_some_and(|e| e == "jsonl" || e == "json");
+    let (batch, infos, digest) = if is_jsonl {
+        let (batch, digest) = read_jsonl(path, limit)?;
+        (batch, vec![], Some(digest))
+    } else {
+        let table = Table::read(spec).await?;
+        let prompt = Arc::clone(table.column("prompt", "sample reads the prompts")?);
+        let ids: ArrayRef = match table.batch.column_by_name("prompt_id") {
+            Some(ids) => datafusion::arrow::compute::cast(ids, &DataType::Utf8)?,
+            None => {
+                let ids = (0..prompt.len())
+                    .map(|row| {
+                        string_at(&prompt, row).map(prompt_id_of).ok_or_else(|| {
+                            Error::Input(format!(
+                                "{spec}: row {row} has no prompt_id and no string prompt to derive one from"
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Arc::new(StringArray::from(ids))
+            }
+        };
+        let rows = limit.unwrap_or(usize::MAX).min(prompt.len());
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("prompt_id", DataType::Utf8, false),
+            Field::new("prompt", prompt.data_type().clone(), true),
+        ]));
+        let batch = RecordBatch::try_new(schema, vec![ids.slice(0, rows), prompt.slice(0, rows)])?;
+        (batch, table.infos, None)
+    };
+    if batch.num_rows() == 0 {
+        return Err(Error::Input(format!("{spec}: no prompts")));
+    }
+    Ok((batch, infos, digest))
+}
+
+/// Reads a JSONL prompts file: `prompt` (string or list of {role, content}) and optional
+/// `prompt_id` per line. Also returns the file's sha256 (JSONL has no footer to list it by).
+fn read_jsonl(path: &Path, limit: Option<usize>) -> Result<(RecordBatch, String)> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    let digest = prompt_id_of(&text);
+    let mut ids = Vec::new();
+    let mut texts: Vec<Option<String>> = Vec::new();
+    let mut lists: Vec<Option<Vec<ChatMessage>>> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if limit.is_some_and(|l| ids.len() >= l) {
+            break;
+        }
+        let bad = |m: String| Error::Input(format!("{}:{}: {m}", path.display(), n + 1));
+        let value: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        let prompt = &value["prompt"];
+        let id = value["prompt_id"].as_str().map(str::to_string);
+        match prompt {
+            serde_json::Value::String(s) => {
+                ids.push(id.unwrap_or_else(|| prompt_id_of(s)));
+                texts.push(Some(s.clone()));
+            }
+            serde_json::Value::Array(items) => {
+                let messages = items
+                    .iter()
+                    .map(|m| match (m["role"].as_str(), m["content"].as_str()) {
+                        (Some(r), Some(c)) => Ok(ChatMessage::new(r, c)),
+                        _ => Err(bad(
+                            "a prompt message needs string 'role' and 'content'".into()
+                        )),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let id = id.ok_or_else(|| bad("a message-list prompt needs a prompt_id".into()))?;
+                ids.push(id);
+                lists.push(Some(messages));
+            }
+            _ => {
+                return Err(bad(
+                    "'prompt' is missing or neither a string nor a message list".into(),
+                ));
+            }
+        }
+        if !texts.is_empty() && !lists.is_empty() {
+            return Err(bad("prompts mix strings and message lists".into()));
+        }
+    }
+    let prompt: ArrayRef = if lists.is_empty() {
+        Arc::new(StringArray::from(texts))
+    } else {
+        message_list_array(&lists)
+    };
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("prompt_id", DataType::Utf8, false),
+        Field::new("prompt", prompt.data_type().clone(), true),
+    ]));
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(ids)), prompt])?;
+    Ok((batch, digest))
+}
+
+/// Runs the stage.
+pub async fn run(config: &SampleConfig, input: &str, output: &Path) -> Result<Manifest> {
+    let started = Instant::now();
+    let started_unix = now_unix();
+    config.sampling.validate()?;
+    let (prompts, infos, jsonl_digest) = read_prompts(input, config.limit).await?;
+    let lm = config.model.load()?;
+    let mut config = config.clone();
+    config.model_hash = Some(lm.hash.clone());
+
+    let prompt_column = Arc::clone(prompts.column(1));
+    let ids = Arc::clone(prompts.column(0));
+    let rows = prompts.num_rows();
+    let mut responses = ListBuilder::new(StringBuilder::new());
+    let mut token_counts = ListBuilder::new(UInt32Builder::new());
+    let mut finishes = ListBuilder::new(StringBuilder::new());
+    let mut progress = Progress::new("sample", rows as u64);
+    let mut generated_tokens = 0usize;
+    let mut stopped = 0usize;
+    for row in 0..rows {
+        let prompt_id = string_at(&ids, row).unwrap_or_default().to_string();
+        let messages = prompt_messages(&prompt_column, "prompt", row)?;
+        let prompt_ids = lm.prompt_ids(&messages)?;
+        let samples = generate(&lm, &prompt_ids, &config.sampling, stream_of(&prompt_id))
+            .map_err(|e| Error::Input(format!("{input}: prompt {prompt_id} (row {row}): {e}")))?;
+        for s in &samples {
+            responses.values().append_value(&s.text);
+            token_counts.values().append_value(s.ids.len() as u32);
+            finishes.values().append_value(s.finish.as_str());
+            generated_tokens += s.ids.len();
+            stopped += usize::from(s.finish == crate::sampling::FinishReason::Stop);
+        }
+        responses.append(true);
+        token_counts.append(true);
+        finishes.append(true);
+        progress.advance(1);
+    }
+    progress.finish();
+    let responses: ArrayRef = Arc::new(responses.finish());
+    let token_counts: ArrayRef = Arc::new(token_counts.finish());
+    let finishes: ArrayRef = Arc::new(finishes.finish());
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("prompt_id", DataType::Utf8, false),
+        Field::new("prompt", prompt_column.data_type().clone(), true),
+        Field::new(
+            "all_generated_responses",
+            responses.data_type().clone(),
+            true,
+        ),
+        Field::new("response_tokens", token_counts.data_type().clone(), true),
+        Field::new("finish_reasons", finishes.data_type().clone(), true),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![ids, prompt_column, responses, token_counts, finishes],
+    )?;
+    let mut writer = StageWriter::begin(output, schema, 1_000_000, None)?;
+    writer.write(&batch)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let stats = [
+        ("prompts", json!(rows)),
+        ("responses", json!(rows * config.sampling.n)),
+        ("model", json!(lm.name)),
+        ("model_hash", json!(lm.hash)),
+        ("chat_template", json!(lm.template.name())),
+        ("generated_tokens", json!(generated_tokens)),
+        ("stopped_at_eos", json!(stopped)),
+        (
+            "tokens_per_second",
+            json!(generated_tokens as f64 / seconds.max(1e-9)),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let manifest = Manifest::new(
+        "sample",
+        stage_hash("sample", &json!([config, input, jsonl_digest]), &infos),
+        &config,
+        infos.iter().map(InputInfo::from).collect(),
+        stats,
+        started_unix,
+    );
+    let mut manifest = writer.commit(manifest)?;
+    manifest.timing.seconds = started.elapsed().as_secs_f64();
+    info!(prompts = rows, tokens = generated_tokens, output = %output.display(), "sample: done");
+    Ok(manifest)
+}

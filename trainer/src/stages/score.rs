@@ -1,0 +1,401 @@
+//! The `score` stage: summed response log-probs under a model, as the policy or as the
+//! reference. For a pair table it adds `{p}_logp_chosen`, `{p}_logp_rejected`,
+//! `{p}_tokens_chosen`, `{p}_tokens_rejected` (`p` = `policy` or `ref`), the columns
+//! `select-margin` and the trainer read; for a responses table it adds `{p}_logp` and
+//! `{p}_tokens` (long layout) or lists `{p}_logps` and `{p}_tokens` (wide layout).
+//!
+//! Results are cached by (model hash, data hash): the data hash covers every token sequence
+//! scored, so rerunning on the same data with the same model, into any output, reads the
+//! cache instead of running the model.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::{
+    ArrayRef, Float64Array, Float64Builder, ListBuilder, RecordBatch, UInt32Array, UInt32Builder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use prefsmith_pipeline::formats::{
+    InputFormat, PairInput, last_assistant, messages_at, sorted_by_prompt_id,
+};
+use prefsmith_pipeline::manifest::{InputInfo, Manifest, StageWriter};
+use prefsmith_pipeline::reader::string_at;
+use prefsmith_pipeline::stages::{Progress, now_unix, stage_hash};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tracing::info;
+
+use crate::error::{Error, Result};
+use crate::lm::LanguageModel;
+use crate::scoring::{ScoreItem, ScoreOptions, SequenceScore, check_items, score_sequences};
+use crate::stages::{ModelSettings, Table, models_dir, prompt_messages, string_list};
+use crate::tokenizer::ChatMessage;
+
+/// Whose log-probs these are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// The policy being trained (columns `policy_…`).
+    Policy,
+    /// The frozen reference (columns `ref_…`).
+    Reference,
+}
+
+impl Role {
+    /// Parses `policy` or `reference` (`ref`).
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "policy" => Ok(Self::Policy),
+            "reference" | "ref" => Ok(Self::Reference),
+            other => Err(Error::Config(format!(
+                "role '{other}': expected policy or reference"
+            ))),
+        }
+    }
+
+    /// The column prefix.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::Policy => "policy",
+            Self::Reference => "ref",
+        }
+    }
+}
+
+/// Settings of the `score` stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ScoreConfig {
+    /// The model.
+    #[serde(flatten)]
+    pub model: ModelSettings,
+    /// Policy or reference.
+    pub role: Role,
+    /// The pair input's layout (default: detected).
+    #[serde(default)]
+    pub input_format: InputFormat,
+    /// Read and write the (model hash, data hash) cache.
+    #[serde(default = "yes")]
+    pub cache: bool,
+    /// The model's content hash (filled in when the stage runs).
+    #[serde(default)]
+    pub model_hash: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The directory of cached scores: beside the models directory.
+pub fn cache_dir() -> PathBuf {
+    models_dir().with_file_name("scores")
+}
+
+/// What the input is.
+enum Shape {
+    Pairs,
+    Wide,
+    Long,
+}
+
+/// The prompt and the response of a pair side. `side` is a string or a message list holding
+/// the conversation (Hugging Face `ultrafeedback_binarized`) or only the reply (TRL).
+fn pair_side(batch: &RecordBatch, side: &str, row: usize) -> Result<(Vec<ChatMessage>, String)> {
+    let column = batch
+        .column_by_name(side)
+        .ok_or_else(|| Error::Input(format!("the pair table has no '{side}' column")))?;
+    let prompt = batch
+        .column_by_name("prompt")
+        .ok_or_else(|| Error::Input("the pair table has no 'prompt' column".into()))?;
+    let null = || Error::Input(format!("column '{side}', row {row}: null"));
+    if matches!(
+        column.data_type(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    ) {
+        let response = string_at(column, row).ok_or_else(null)?.to_string();
+        return Ok((prompt_messages(prompt, "prompt", row)?, response));
+    }
+    let messages = messages_at(column, side, row)?.ok_or_else(null)?;
+    let response = last_assistant(&messages)
+        .ok_or_else(|| Error::Input(format!("column '{side}', row {row}: no assistant message")))?
+        .to_string();
+    let last = messages
+        .iter()
+        .rposition(|m| m.role == "assistant")
+        .unwrap_or(0);
+    let request = if last > 0 {
+        messages[..last].to_vec()
+    } else {
+        prompt_messages(prompt, "prompt", row)?
+    };
+    Ok((request, response))
+}
+
+/// The cache file for scoring `items` with `lm`.
+fn cache_file(lm: &LanguageModel, items: &[ScoreItem]) -> PathBuf {
+    let mut hasher = Sha256::new();
+    hasher.update(lm.hash.as_bytes());
+    for item in items {
+        hasher.update((item.prompt.len() as u64).to_le_bytes());
+        hasher.update((item.response.len() as u64).to_le_bytes());
+        for t in item.prompt.iter().chain(&item.response) {
+            hasher.update(t.to_le_bytes());
+        }
+    }
+    let key: String = hasher.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    cache_dir().join(format!("{key}.json"))
+}
+
+fn read_cache(path: &Path, n: usize) -> Option<Vec<SequenceScore>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let logps = value["logps"].as_array()?;
+    let tokens = value["tokens"].as_array()?;
+    if logps.len() != n || tokens.len() != n {
+        return None;
+    }
+    logps
+        .iter()
+        .zip(tokens)
+        .map(|(l, t)| {
+            Some(SequenceScore {
+                logp: l.as_f64()?,
+                tokens: t.as_u64()? as usize,
+            })
+        })
+        .collect()
+}
+
+fn write_cache(path: &Path, scores: &[SequenceScore]) -> Result<()> {
+    let dir = path.parent().expect("cache files live in a directory");
+    std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    let body = json!({
+        "logps": scores.iter().map(|s| s.logp).collect::<Vec<_>>(),
+        "tokens": scores.iter().map(|s| s.tokens).collect::<Vec<_>>(),
+    });
+    // Written under a temporary name and renamed, so a crash never leaves a partial entry.
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, body.to_string()).map_err(Error::io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(Error::io(path))
+}
+
+/// Runs the stage.
+pub async fn run(config: &ScoreConfig, input: &str, output: &Path) -> Result<Manifest> {
+    let started = Instant::now();
+    let started_unix = now_unix();
+    let probe = Table::read(input).await?;
+    let has = |c: &str| probe.batch.column_by_name(c).is_some();
+    let shape = if has("all_generated_responses") {
+        Shape::Wide
+    } else if has("response") {
+        Shape::Long
+    } else {
+        Shape::Pairs
+    };
+    let (batch, infos) = match shape {
+        Shape::Pairs => {
+            let pairs = PairInput::open(input, config.input_format)?;
+            pairs
+                .schema
+                .require(&["chosen", "rejected"], "score reads both responses")?;
+            let batches = pairs.read_all().await?;
+            let batch = sorted_by_prompt_id(&batches[0].schema(), &batches)?;
+            (batch, pairs.infos)
+        }
+        _ => (probe.batch.clone(), probe.infos.clone()),
+    };
+    let p = config.role.prefix();
+    let new_names: Vec<String> = match shape {
+        Shape::Pairs => vec![
+            format!("{p}_logp_chosen"),
+            format!("{p}_logp_rejected"),
+            format!("{p}_tokens_chosen"),
+            format!("{p}_tokens_rejected"),
+        ],
+        Shape::Wide => vec![format!("{p}_logps"), format!("{p}_tokens")],
+        Shape::Long => vec![format!("{p}_logp"), format!("{p}_tokens")],
+    };
+    for name in &new_names {
+        if batch.column_by_name(name).is_some() {
+            return Err(Error::Input(format!(
+                "{input}: column '{name}' already exists (scored twice with the same role?)"
+            )));
+        }
+    }
+
+    let lm = config.model.load()?;
+    // (request, response) per scored sequence, and how many belong to each row.
+    let mut texts: Vec<(Vec<ChatMessage>, String)> = Vec::new();
+    let mut per_row = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        match shape {
+            Shape::Pairs => {
+                texts.push(pair_side(&batch, "chosen", row)?);
+                texts.push(pair_side(&batch, "rejected", row)?);
+                per_row.push(2);
+            }
+            Shape::Wide => {
+                let prompt = prompt_messages(probe.column("prompt", "score")?, "prompt", row)?;
+                let list = probe.column("all_generated_responses", "score")?;
+                let responses = string_list(list, "all_generated_responses", row)?;
+                per_row.push(responses.len());
+                texts.extend(responses.into_iter().map(|r| (prompt.clone(), r)));
+            }
+            Shape::Long => {
+                let prompt = prompt_messages(probe.column("prompt", "score")?, "prompt", row)?;
+                let response = string_at(probe.column("response", "score")?, row)
+                    .ok_or_else(|| Error::Input(format!("column 'response', row {row}: null")))?;
+                texts.push((prompt, response.to_string()));
+                per_row.push(1);
+            }
+        }
+    }
+    let items = texts
+        .iter()
+        .map(|(request, response)| {
+            Ok(ScoreItem {
+                prompt: lm.prompt_ids(request)?,
+                response: lm.response_ids(response)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let row_of = |i: usize| {
+        let mut at = 0;
+        for (row, n) in per_row.iter().enumerate() {
+            if i < at + n {
+                return format!("{input}: row {row}");
+            }
+            at += n;
+        }
+        format!("{input}: item {i}")
+    };
+    check_items(&lm, &items, row_of)?;
+
+    let cache = cache_file(&lm, &items);
+    let cached = if config.cache {
+        read_cache(&cache, items.len())
+    } else {
+        None
+    };
+    let from_cache = cached.is_some();
+    let total_tokens: usize = items.iter().map(ScoreItem::len).sum();
+    let model_started = Instant::now();
+    let scores = match cached {
+        Some(scores) => {
+            info!(cache = %cache.display(), "score: cache hit, the model is not run");
+            scores
+        }
+        None => {
+            let mut progress = Progress::new("score", items.len() as u64);
+            let options = ScoreOptions {
+                max_batch_tokens: config.model.max_batch_tokens,
+                ..Default::default()
+            };
+            let scores = score_sequences(&lm, &items, options, |n| progress.advance(n as u64))?;
+            progress.finish();
+            if config.cache {
+                write_cache(&cache, &scores)?;
+            }
+            scores
+        }
+    };
+    let model_seconds = model_started.elapsed().as_secs_f64();
+    if let Some(i) = scores.iter().position(|s| !s.logp.is_finite()) {
+        return Err(Error::Input(format!(
+            "{}: the model gave a non-finite log-prob; nothing written",
+            row_of(i)
+        )));
+    }
+
+    let mut new_columns: Vec<ArrayRef> = Vec::new();
+    match shape {
+        Shape::Pairs => {
+            let side = |k: usize| scores.iter().skip(k).step_by(2);
+            new_columns.push(Arc::new(Float64Array::from_iter_values(
+                side(0).map(|s| s.logp),
+            )));
+            new_columns.push(Arc::new(Float64Array::from_iter_values(
+                side(1).map(|s| s.logp),
+            )));
+            new_columns.push(Arc::new(UInt32Array::from_iter_values(
+                side(0).map(|s| s.tokens as u32),
+            )));
+            new_columns.push(Arc::new(UInt32Array::from_iter_values(
+                side(1).map(|s| s.tokens as u32),
+            )));
+        }
+        Shape::Wide => {
+            let mut logps = ListBuilder::new(Float64Builder::new());
+            let mut tokens = ListBuilder::new(UInt32Builder::new());
+            let mut at = 0;
+            for n in &per_row {
+                for s in &scores[at..at + n] {
+                    logps.values().append_value(s.logp);
+                    tokens.values().append_value(s.tokens as u32);
+                }
+                logps.append(true);
+                tokens.append(true);
+                at += n;
+            }
+            new_columns.push(Arc::new(logps.finish()));
+            new_columns.push(Arc::new(tokens.finish()));
+        }
+        Shape::Long => {
+            new_columns.push(Arc::new(Float64Array::from_iter_values(
+                scores.iter().map(|s| s.logp),
+            )));
+            new_columns.push(Arc::new(UInt32Array::from_iter_values(
+                scores.iter().map(|s| s.tokens as u32),
+            )));
+        }
+    }
+    let mut fields = batch.schema().fields().to_vec();
+    for (name, column) in new_names.iter().zip(&new_columns) {
+        fields.push(Arc::new(Field::new(
+            name,
+            column.data_type().clone(),
+            false,
+        )));
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let mut columns = batch.columns().to_vec();
+    columns.extend(new_columns);
+    let out = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+    let sorted = matches!(shape, Shape::Pairs).then_some("prompt_id");
+    let mut writer = StageWriter::begin(output, schema, 1_000_000, sorted)?;
+    writer.write(&out)?;
+    let mut config = config.clone();
+    config.model_hash = Some(lm.hash.clone());
+    let stats = [
+        ("sequences", json!(items.len())),
+        ("tokens", json!(total_tokens)),
+        ("model", json!(lm.name)),
+        ("model_hash", json!(lm.hash)),
+        ("role", json!(p)),
+        ("from_cache", json!(from_cache)),
+        (
+            "tokens_per_second",
+            json!(total_tokens as f64 / model_seconds.max(1e-9)),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let manifest = Manifest::new(
+        "score",
+        stage_hash("score", &config, &infos),
+        &config,
+        infos.iter().map(InputInfo::from).collect(),
+        stats,
+        started_unix,
+    );
+    let mut manifest = writer.commit(manifest)?;
+    manifest.timing.seconds = started.elapsed().as_secs_f64();
+    info!(sequences = items.len(), from_cache, output = %output.display(), "score: done");
+    Ok(manifest)
+}
