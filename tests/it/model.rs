@@ -142,11 +142,25 @@ fn summed_logprobs_agree_with_llama_cpp() {
     }
     let scores = score_sequences(&lm, &items, ScoreOptions::default(), |_| {}).unwrap();
     for (case, score) in cases["cases"].as_array().unwrap().iter().zip(&scores) {
-        let expected = case["logp"].as_f64().unwrap();
-        println!("llama.cpp {expected:.4}  prefsmith {:.4}", score.logp);
+        // llama.cpp's own graph on the same weights dequantized to F32 (activations in f32):
+        // the requirement, 0.1 nats per sequence.
+        let f32_path = case["logp_f32"].as_f64().unwrap();
+        // llama.cpp on the Q4_1 file quantizes activations to Q8_1 on the fly; that moves
+        // sums by up to 0.6 nats on 31 tokens (measured), so the bound is per token.
+        let quantized = case["logp"].as_f64().unwrap();
+        let tokens = score.tokens as f64;
+        println!(
+            "prefsmith {:.4} | llama.cpp f32 {f32_path:.4} | llama.cpp q4_1 {quantized:.4} ({tokens} tokens)",
+            score.logp
+        );
         assert!(
-            (score.logp - expected).abs() < 0.1,
-            "{} vs {expected}",
+            (score.logp - f32_path).abs() < 0.1,
+            "{} vs {f32_path}",
+            score.logp
+        );
+        assert!(
+            (score.logp - quantized).abs() < 0.05 * tokens,
+            "{} vs {quantized}",
             score.logp
         );
     }
