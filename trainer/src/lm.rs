@@ -44,6 +44,7 @@ impl LanguageModel {
         let path = Path::new(spec);
         let started = std::time::Instant::now();
         let (model, gguf) = weights::load_model(path, device)?;
+        let model = model.for_inference();
         let (tokenizer, template_text) = match weights::detect(path)? {
             ModelFormat::Gguf => {
                 let file = gguf.as_ref().expect("GGUF models come with their file");

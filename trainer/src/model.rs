@@ -467,6 +467,10 @@ pub struct Llama {
     lm_head: Option<Linear>,
     score: Option<Linear>,
     rope: Rope,
+    /// For inference with tied embeddings: the embedding transposed once into a contiguous
+    /// `[hidden, vocab]` matrix, so the head does not transpose 28 M values per call. Left
+    /// empty for training, where the head must stay tied to the trained embedding.
+    inference_head: Option<Tensor<2>>,
     #[module(skip)]
     config: LlamaConfig,
 }
@@ -559,8 +563,21 @@ impl Llama {
             lm_head,
             score,
             rope: Rope::new(config, device),
+            inference_head: None,
             config: config.clone(),
         })
+    }
+
+    /// Prepares a model that will only run inference: with tied embeddings, the head's
+    /// transposed matrix is materialised once (the embedding stays as it is).
+    pub fn for_inference(mut self) -> Self {
+        if self.lm_head.is_none() && self.score.is_none() {
+            let weight = self.embed_tokens.weight.val();
+            let device = weight.device();
+            let transposed = weight.transpose().into_data();
+            self.inference_head = Some(Tensor::from_data(transposed, &device));
+        }
+        self
     }
 
     /// The configuration the model was built with.
@@ -604,9 +621,10 @@ impl Llama {
 
     /// Next-token logits `[rows, vocab]` for hidden states `[rows, hidden]`.
     pub fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
-        match &self.lm_head {
-            Some(head) => hidden.matmul(head.weight.val()),
-            None => hidden.matmul(self.embed_tokens.weight.val().transpose()),
+        match (&self.lm_head, &self.inference_head) {
+            (Some(head), _) => hidden.matmul(head.weight.val()),
+            (None, Some(transposed)) => hidden.matmul(transposed.clone()),
+            (None, None) => hidden.matmul(self.embed_tokens.weight.val().transpose()),
         }
     }
 

@@ -139,14 +139,26 @@ pub fn pick_token(logits: &[f32], temperature: f64, top_p: f64, rng: &mut Rng) -
         return argmax();
     }
     // Nucleus: the smallest set of most likely tokens holding `top_p` of the mass (ties by id).
-    let mut order: Vec<u32> = (0..weights.len() as u32)
-        .filter(|&i| weights[i as usize] > total * 1e-12)
-        .collect();
-    order.sort_unstable_by(|&a, &b| {
-        weights[b as usize]
-            .total_cmp(&weights[a as usize])
-            .then(a.cmp(&b))
-    });
+    // Usually a few dozen tokens hold it: look among the 64 most likely first and sort the
+    // whole vocabulary only when they do not suffice.
+    let by_weight = |a: &u32, b: &u32| {
+        weights[*b as usize]
+            .total_cmp(&weights[*a as usize])
+            .then(a.cmp(b))
+    };
+    let mut order: Vec<u32> = (0..weights.len() as u32).collect();
+    const FIRST_LOOK: usize = 64;
+    if order.len() > FIRST_LOOK {
+        order.select_nth_unstable_by(FIRST_LOOK - 1, by_weight);
+        let head: f64 = order[..FIRST_LOOK]
+            .iter()
+            .map(|&i| weights[i as usize])
+            .sum();
+        if head >= top_p * total {
+            order.truncate(FIRST_LOOK);
+        }
+    }
+    order.sort_unstable_by(by_weight);
     let mut kept = 0.0;
     let mut cut = order.len();
     for (k, &i) in order.iter().enumerate() {
