@@ -556,3 +556,47 @@ fn model_stages_refuse_bad_input_and_write_nothing() {
         "nothing may look complete"
     );
 }
+
+#[test]
+fn score_reads_its_cache_the_second_time() {
+    let dir = tempdir();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    ok(&prefsmith(&[
+        "synth",
+        "--prompts",
+        "3",
+        "--responses",
+        "2",
+        "--layout",
+        "wide",
+        "--response-bytes",
+        "12",
+        "--output",
+        &path("responses"),
+    ]));
+    // The cache lives beside the models directory; point both into the test's directory.
+    let score = |output: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_prefsmith"))
+            .env("PREFSMITH_MODELS", dir.path().join("models"))
+            .args(["score", "--input", &path("responses"), "--output", output])
+            .args(["--model", "tiny:3", "--role", "policy"])
+            .output()
+            .expect("prefsmith runs")
+    };
+    ok(&score(&path("first")));
+    ok(&score(&path("second")));
+    let (first, second) = (
+        manifest(Path::new(&path("first"))),
+        manifest(Path::new(&path("second"))),
+    );
+    assert_eq!(first["stats"]["from_cache"], false);
+    assert_eq!(second["stats"]["from_cache"], true);
+    assert_eq!(first["stats"]["sequences"], 6);
+    let read = |d: &str| std::fs::read(Path::new(d).join("part-00000.parquet")).unwrap();
+    assert_eq!(
+        read(&path("first")),
+        read(&path("second")),
+        "cached scores are the same scores"
+    );
+    assert!(dir.path().join("scores").read_dir().unwrap().count() == 1);
+}
