@@ -64,6 +64,16 @@ pub fn now_unix() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// A rate for progress lines: whole units when large, two decimals when slow (model stages
+/// process a prompt every few seconds).
+fn rate_text(rate: f64) -> String {
+    if rate >= 10.0 {
+        format!("{rate:.0}/s")
+    } else {
+        format!("{rate:.2}/s")
+    }
+}
+
 /// Periodic progress lines (every 2 s) with rate and ETA, through `tracing`.
 #[derive(Debug)]
 pub struct Progress {
@@ -103,7 +113,7 @@ impl Progress {
                 stage = self.stage,
                 done = self.done,
                 total = self.total,
-                rate = format!("{rate:.0}/s"),
+                rate = rate_text(rate),
                 eta = format!("{eta:.0}s"),
                 "progress"
             );
@@ -116,7 +126,7 @@ impl Progress {
         info!(
             stage = self.stage,
             done = self.done,
-            rate = format!("{:.0}/s", self.done as f64 / elapsed),
+            rate = rate_text(self.done as f64 / elapsed),
             "finished"
         );
     }
