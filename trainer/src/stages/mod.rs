@@ -175,6 +175,55 @@ pub fn string_list(column: &ArrayRef, name: &str, row: usize) -> Result<Vec<Stri
         .collect()
 }
 
+/// Writes a model stage's whole output (one batch) under the stage contract and commits its
+/// manifest: the one tail `sample`, `reward` and `score` share.
+pub struct StageOutput<'a, C: Serialize> {
+    /// Stage name.
+    pub stage: &'static str,
+    /// Output directory.
+    pub output: &'a std::path::Path,
+    /// Leading sort column, if the rows are sorted.
+    pub sorted_by: Option<&'a str>,
+    /// The config hash.
+    pub hash: String,
+    /// The resolved config.
+    pub config: &'a C,
+    /// The input files.
+    pub infos: &'a [FileInfo],
+    /// Stage statistics.
+    pub stats: Vec<(&'static str, serde_json::Value)>,
+    /// When the stage started.
+    pub started: std::time::Instant,
+    /// The same, as Unix seconds.
+    pub started_unix: f64,
+}
+
+impl<C: Serialize> StageOutput<'_, C> {
+    /// Writes `batch` and commits the manifest.
+    pub fn commit(self, batch: &RecordBatch) -> Result<prefsmith_pipeline::manifest::Manifest> {
+        use prefsmith_pipeline::manifest::{InputInfo, Manifest, StageWriter};
+        let mut writer =
+            StageWriter::begin(self.output, batch.schema(), 1_000_000, self.sorted_by)?;
+        writer.write(batch)?;
+        let stats = self
+            .stats
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let manifest = Manifest::new(
+            self.stage,
+            self.hash,
+            self.config,
+            self.infos.iter().map(InputInfo::from).collect(),
+            stats,
+            self.started_unix,
+        );
+        let mut manifest = writer.commit(manifest)?;
+        manifest.timing.seconds = self.started.elapsed().as_secs_f64();
+        Ok(manifest)
+    }
+}
+
 /// A stable 64-bit stream id for a string (the first 8 bytes of its sha256).
 pub fn stream_of(text: &str) -> u64 {
     use sha2::{Digest, Sha256};

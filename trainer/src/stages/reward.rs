@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use datafusion::arrow::array::{ArrayRef, Float64Array, Float64Builder, ListBuilder, RecordBatch};
 use datafusion::arrow::datatypes::{Field, Schema};
-use prefsmith_pipeline::manifest::{InputInfo, Manifest, StageWriter};
+use prefsmith_pipeline::manifest::Manifest;
 use prefsmith_pipeline::reader::string_at;
 use prefsmith_pipeline::stages::{Progress, now_unix, stage_hash};
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,7 @@ use tracing::info;
 
 use crate::error::{Error, Result};
 use crate::reward::{JUDGE_PROMPT_VERSION, classify, judge, judge_sequences};
-use crate::stages::{ModelSettings, Table, prompt_messages, string_list};
+use crate::stages::{ModelSettings, StageOutput, Table, prompt_messages, string_list};
 use crate::tokenizer::ChatMessage;
 
 /// How the reward is computed.
@@ -176,20 +176,19 @@ pub async fn run(config: &RewardConfig, input: &str, output: &Path) -> Result<Ma
     let schema = Arc::new(Schema::new(fields));
     let mut columns = table.batch.columns().to_vec();
     columns.push(new_column);
-    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
-    let mut writer = StageWriter::begin(output, schema, 1_000_000, None)?;
-    writer.write(&batch)?;
-    let stats = stats.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    let manifest = Manifest::new(
-        "reward",
-        stage_hash("reward", &config, &table.infos),
-        &config,
-        table.infos.iter().map(InputInfo::from).collect(),
+    let batch = RecordBatch::try_new(schema, columns)?;
+    let manifest = StageOutput {
+        stage: "reward",
+        output,
+        sorted_by: None,
+        hash: stage_hash("reward", &config, &table.infos),
+        config: &config,
+        infos: &table.infos,
         stats,
+        started,
         started_unix,
-    );
-    let mut manifest = writer.commit(manifest)?;
-    manifest.timing.seconds = started.elapsed().as_secs_f64();
+    }
+    .commit(&batch)?;
     info!(responses = items.len(), output = %output.display(), "reward: done");
     Ok(manifest)
 }

@@ -15,7 +15,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use prefsmith_pipeline::formats::message_list_array;
 use prefsmith_pipeline::input::FileInfo;
-use prefsmith_pipeline::manifest::{InputInfo, Manifest, StageWriter};
+use prefsmith_pipeline::manifest::Manifest;
 use prefsmith_pipeline::reader::string_at;
 use prefsmith_pipeline::stages::{Progress, now_unix, stage_hash};
 use prefsmith_udfs::selection::prompt_id_of;
@@ -25,7 +25,7 @@ use tracing::info;
 
 use crate::error::{Error, Result};
 use crate::sampling::{SamplingConfig, generate};
-use crate::stages::{ModelSettings, Table, prompt_messages, stream_of};
+use crate::stages::{ModelSettings, StageOutput, Table, prompt_messages, stream_of};
 use crate::tokenizer::ChatMessage;
 
 /// Settings of the `sample` stage.
@@ -205,13 +205,11 @@ pub async fn run(config: &SampleConfig, input: &str, output: &Path) -> Result<Ma
         Field::new("finish_reasons", finishes.data_type().clone(), true),
     ]));
     let batch = RecordBatch::try_new(
-        Arc::clone(&schema),
+        schema,
         vec![ids, prompt_column, responses, token_counts, finishes],
     )?;
-    let mut writer = StageWriter::begin(output, schema, 1_000_000, None)?;
-    writer.write(&batch)?;
     let seconds = started.elapsed().as_secs_f64();
-    let stats = [
+    let stats = vec![
         ("prompts", json!(rows)),
         ("responses", json!(rows * config.sampling.n)),
         ("model", json!(lm.name)),
@@ -223,20 +221,19 @@ pub async fn run(config: &SampleConfig, input: &str, output: &Path) -> Result<Ma
             "tokens_per_second",
             json!(generated_tokens as f64 / seconds.max(1e-9)),
         ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let manifest = Manifest::new(
-        "sample",
-        stage_hash("sample", &json!([config, input, jsonl_digest]), &infos),
-        &config,
-        infos.iter().map(InputInfo::from).collect(),
+    ];
+    let manifest = StageOutput {
+        stage: "sample",
+        output,
+        sorted_by: None,
+        hash: stage_hash("sample", &json!([config, input, jsonl_digest]), &infos),
+        config: &config,
+        infos: &infos,
         stats,
+        started,
         started_unix,
-    );
-    let mut manifest = writer.commit(manifest)?;
-    manifest.timing.seconds = started.elapsed().as_secs_f64();
+    }
+    .commit(&batch)?;
     info!(prompts = rows, tokens = generated_tokens, output = %output.display(), "sample: done");
     Ok(manifest)
 }

@@ -19,7 +19,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use prefsmith_pipeline::formats::{
     InputFormat, PairInput, last_assistant, messages_at, sorted_by_prompt_id,
 };
-use prefsmith_pipeline::manifest::{InputInfo, Manifest, StageWriter};
+use prefsmith_pipeline::manifest::Manifest;
 use prefsmith_pipeline::reader::string_at;
 use prefsmith_pipeline::stages::{Progress, now_unix, stage_hash};
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,7 @@ use tracing::info;
 use crate::error::{Error, Result};
 use crate::lm::LanguageModel;
 use crate::scoring::{ScoreItem, ScoreOptions, SequenceScore, check_items, score_sequences};
-use crate::stages::{ModelSettings, Table, models_dir, prompt_messages, string_list};
+use crate::stages::{ModelSettings, StageOutput, Table, models_dir, prompt_messages, string_list};
 use crate::tokenizer::ChatMessage;
 
 /// Whose log-probs these are.
@@ -365,13 +365,11 @@ pub async fn run(config: &ScoreConfig, input: &str, output: &Path) -> Result<Man
     let schema = Arc::new(Schema::new(fields));
     let mut columns = batch.columns().to_vec();
     columns.extend(new_columns);
-    let out = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+    let out = RecordBatch::try_new(schema, columns)?;
     let sorted = matches!(shape, Shape::Pairs).then_some("prompt_id");
-    let mut writer = StageWriter::begin(output, schema, 1_000_000, sorted)?;
-    writer.write(&out)?;
     let mut config = config.clone();
     config.model_hash = Some(lm.hash.clone());
-    let stats = [
+    let stats = vec![
         ("sequences", json!(items.len())),
         ("tokens", json!(total_tokens)),
         ("model", json!(lm.name)),
@@ -382,20 +380,19 @@ pub async fn run(config: &ScoreConfig, input: &str, output: &Path) -> Result<Man
             "tokens_per_second",
             json!(total_tokens as f64 / model_seconds.max(1e-9)),
         ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let manifest = Manifest::new(
-        "score",
-        stage_hash("score", &config, &infos),
-        &config,
-        infos.iter().map(InputInfo::from).collect(),
+    ];
+    let manifest = StageOutput {
+        stage: "score",
+        output,
+        sorted_by: sorted,
+        hash: stage_hash("score", &config, &infos),
+        config: &config,
+        infos: &infos,
         stats,
+        started,
         started_unix,
-    );
-    let mut manifest = writer.commit(manifest)?;
-    manifest.timing.seconds = started.elapsed().as_secs_f64();
+    }
+    .commit(&out)?;
     info!(sequences = items.len(), from_cache, output = %output.display(), "score: done");
     Ok(manifest)
 }
