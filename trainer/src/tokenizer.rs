@@ -14,7 +14,7 @@
 use std::path::Path;
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
-use tokenizers::models::bpe::BPE;
+use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
@@ -81,7 +81,7 @@ impl TextTokenizer {
             }
             _ => vec![1; tokens.len()],
         };
-        let vocab: ahash_map::Vocab = tokens
+        let vocab: Vocab = tokens
             .iter()
             .enumerate()
             .map(|(i, t)| ((*t).to_string(), i as u32))
@@ -130,7 +130,7 @@ impl TextTokenizer {
         let bytes = ByteLevel::alphabet();
         let mut alphabet: Vec<char> = bytes.into_iter().collect();
         alphabet.sort_unstable();
-        let vocab: ahash_map::Vocab = specials
+        let vocab: Vocab = specials
             .iter()
             .map(|s| s.to_string())
             .chain(alphabet.iter().map(|c| c.to_string()))
@@ -182,12 +182,6 @@ impl TextTokenizer {
     pub fn save(&self, path: &Path) -> Result<()> {
         self.inner.save(path, false).map_err(tok_err)
     }
-}
-
-/// `ahash` maps as the BPE builder wants them, without depending on `ahash` ourselves.
-mod ahash_map {
-    /// The vocabulary type of [`tokenizers::models::bpe::BPE`].
-    pub type Vocab = tokenizers::models::bpe::Vocab;
 }
 
 /// The pre-tokenizer llama.cpp uses for a `tokenizer.ggml.pre` name, as a `tokenizers`

@@ -188,8 +188,9 @@ fn write_cache(path: &Path, scores: &[SequenceScore]) -> Result<()> {
 pub async fn run(config: &ScoreConfig, input: &str, output: &Path) -> Result<Manifest> {
     let started = Instant::now();
     let started_unix = now_unix();
-    let probe = Table::read(input).await?;
-    let has = |c: &str| probe.batch.column_by_name(c).is_some();
+    // The layout is decided from the first file's footer, so the rows are read only once.
+    let footers = prefsmith_pipeline::input::resolve(input)?.infos()?;
+    let has = |c: &str| footers[0].schema.field_with_name(c).is_ok();
     let shape = if has("all_generated_responses") {
         Shape::Wide
     } else if has("response") {
@@ -207,7 +208,15 @@ pub async fn run(config: &ScoreConfig, input: &str, output: &Path) -> Result<Man
             let batch = sorted_by_prompt_id(&batches[0].schema(), &batches)?;
             (batch, pairs.infos)
         }
-        _ => (probe.batch.clone(), probe.infos.clone()),
+        _ => {
+            let table = Table::read(input).await?;
+            (table.batch, table.infos)
+        }
+    };
+    let column = |name: &str| {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| Error::Input(format!("{input}: column '{name}' is missing (score)")))
     };
     let p = config.role.prefix();
     let new_names: Vec<String> = match shape {
@@ -240,15 +249,15 @@ pub async fn run(config: &ScoreConfig, input: &str, output: &Path) -> Result<Man
                 per_row.push(2);
             }
             Shape::Wide => {
-                let prompt = prompt_messages(probe.column("prompt", "score")?, "prompt", row)?;
-                let list = probe.column("all_generated_responses", "score")?;
+                let prompt = prompt_messages(column("prompt")?, "prompt", row)?;
+                let list = column("all_generated_responses")?;
                 let responses = string_list(list, "all_generated_responses", row)?;
                 per_row.push(responses.len());
                 texts.extend(responses.into_iter().map(|r| (prompt.clone(), r)));
             }
             Shape::Long => {
-                let prompt = prompt_messages(probe.column("prompt", "score")?, "prompt", row)?;
-                let response = string_at(probe.column("response", "score")?, row)
+                let prompt = prompt_messages(column("prompt")?, "prompt", row)?;
+                let response = string_at(column("response")?, row)
                     .ok_or_else(|| Error::Input(format!("column 'response', row {row}: null")))?;
                 texts.push((prompt, response.to_string()));
                 per_row.push(1);
