@@ -14,6 +14,7 @@ mod select;
 mod select_margin;
 mod sql;
 mod synth;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +37,8 @@ enum Command {
     Reward(reward::Args),
     /// Add summed response log-probs under a policy or reference model.
     Score(score::Args),
+    /// Train with rating-aware DPO (all losses, MixDPO, exact resume) from a TOML config.
+    Train(train::Args),
     /// Run a job: the stages of a TOML file, in order, skipping those already up to date.
     Run(run::Args),
     /// Select one preference pair per prompt (sweet spot by default).
@@ -64,6 +67,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sample(args) => sample::run(args).await,
         Command::Reward(args) => reward::run(args).await,
         Command::Score(args) => score::run(args).await,
+        Command::Train(args) => train::run(args).await,
         Command::Run(args) => run::run(args, cli.threads).await,
         Command::Select(args) => select::run(args, cli.threads).await,
         Command::Clean(args) => clean::run(args).await,

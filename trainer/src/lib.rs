@@ -21,6 +21,7 @@ pub mod sampling;
 pub mod scoring;
 pub mod stages;
 pub mod tokenizer;
+pub mod train;
 pub mod weights;
 
 pub use device::DeviceSpec;

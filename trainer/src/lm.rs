@@ -33,8 +33,18 @@ pub struct LanguageModel {
 }
 
 impl LanguageModel {
-    /// Loads `spec`: a `.gguf` file, a Hugging Face directory, or `tiny:SEED`.
+    /// Loads `spec`: a `.gguf` file, a Hugging Face directory, or `tiny:SEED`, for inference.
     pub fn load(spec: &str, device: &Device) -> Result<Self> {
+        Self::load_as(spec, device, true)
+    }
+
+    /// Loads `spec` for training: the head stays tied to the embedding it shares weights with,
+    /// and `device` is normally an autodiff device.
+    pub fn load_for_training(spec: &str, device: &Device) -> Result<Self> {
+        Self::load_as(spec, device, false)
+    }
+
+    fn load_as(spec: &str, device: &Device, inference: bool) -> Result<Self> {
         if let Some(seed) = spec.strip_prefix(TINY_PREFIX) {
             let seed = seed.parse::<u64>().map_err(|_| {
                 Error::Config(format!("model '{spec}': tiny models are named tiny:SEED"))
@@ -44,7 +54,11 @@ impl LanguageModel {
         let path = Path::new(spec);
         let started = std::time::Instant::now();
         let (model, gguf) = weights::load_model(path, device)?;
-        let model = model.for_inference();
+        let model = if inference {
+            model.for_inference()
+        } else {
+            model
+        };
         let (tokenizer, template_text) = match weights::detect(path)? {
             ModelFormat::Gguf => {
                 let file = gguf.as_ref().expect("GGUF models come with their file");
@@ -105,6 +119,37 @@ impl LanguageModel {
             name: format!("{TINY_PREFIX}{seed}"),
             hash,
         })
+    }
+
+    /// Writes the model as a Hugging Face directory: `model.safetensors` (f32, Hugging Face
+    /// names), `config.json`, `tokenizer.json` and `tokenizer_config.json` (with the chat
+    /// template), loadable by [`LanguageModel::load`] and by `transformers`.
+    pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        let weights = self.model.to_weights()?;
+        let metadata = [("format".to_string(), "pt".to_string())].into();
+        weights.save_safetensors(&dir.join("model.safetensors"), Some(metadata))?;
+        let config = self.model.config();
+        let write_json = |name: &str, value: &serde_json::Value| {
+            let path = dir.join(name);
+            let text = serde_json::to_string_pretty(value).unwrap_or_default();
+            std::fs::write(&path, text).map_err(Error::io(&path))
+        };
+        write_json("config.json", &weights::hf_config_json(config))?;
+        self.tokenizer.save(&dir.join("tokenizer.json"))?;
+        let token = |id: Option<u32>| {
+            id.and_then(|i| self.tokenizer.decode(&[i], false).ok())
+                .map_or(serde_json::Value::Null, serde_json::Value::from)
+        };
+        let tokenizer_config = serde_json::json!({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "chat_template": self.template.jinja(),
+            "bos_token": token(config.bos_token_id),
+            "eos_token": token(config.eos_token_ids.first().copied()),
+            "pad_token": token(Some(self.pad_id())),
+            "model_max_length": config.max_position_embeddings,
+        });
+        write_json("tokenizer_config.json", &tokenizer_config)
     }
 
     /// Token ids of a prompt (template applied, assistant turn opened).

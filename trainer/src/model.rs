@@ -580,6 +580,75 @@ impl Llama {
         self
     }
 
+    /// The weights under their Hugging Face names and PyTorch layouts (`[out, in]` for linear
+    /// layers), the inverse of [`Llama::from_weights`]: saving them and loading them back gives
+    /// the same model bit for bit.
+    pub fn to_weights(&self) -> Result<crate::weights::WeightSet> {
+        let mut set = crate::weights::WeightSet::default();
+        let host = |t: Tensor<2>| -> Result<(Vec<usize>, Vec<f32>)> {
+            let dims = t.dims();
+            let values = t
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .map_err(|e| Error::Config(format!("reading weights back: {e:?}")))?;
+            Ok((dims.to_vec(), values))
+        };
+        let linear = |set: &mut crate::weights::WeightSet, name: &str, layer: &Linear| {
+            // burn keeps [in, out]; Hugging Face expects [out, in].
+            let (dims, values) = host(layer.weight.val().transpose())?;
+            set.insert(&format!("{name}.weight"), dims, values);
+            if let Some(bias) = &layer.bias {
+                let (dims, values) = host(bias.val().unsqueeze::<2>())?;
+                set.insert(&format!("{name}.bias"), vec![dims[1]], values);
+            }
+            Ok::<(), Error>(())
+        };
+        let vector = |set: &mut crate::weights::WeightSet, name: &str, v: &Param<Tensor<1>>| {
+            let (dims, values) = host(v.val().unsqueeze::<2>())?;
+            set.insert(name, vec![dims[1]], values);
+            Ok::<(), Error>(())
+        };
+        let (dims, values) = host(self.embed_tokens.weight.val())?;
+        set.insert("model.embed_tokens.weight", dims, values);
+        for (l, layer) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{l}");
+            let a = &layer.self_attn;
+            linear(&mut set, &format!("{p}.self_attn.q_proj"), &a.q_proj)?;
+            linear(&mut set, &format!("{p}.self_attn.k_proj"), &a.k_proj)?;
+            linear(&mut set, &format!("{p}.self_attn.v_proj"), &a.v_proj)?;
+            linear(&mut set, &format!("{p}.self_attn.o_proj"), &a.o_proj)?;
+            linear(
+                &mut set,
+                &format!("{p}.mlp.gate_proj"),
+                &layer.mlp.gate_proj,
+            )?;
+            linear(&mut set, &format!("{p}.mlp.up_proj"), &layer.mlp.up_proj)?;
+            linear(
+                &mut set,
+                &format!("{p}.mlp.down_proj"),
+                &layer.mlp.down_proj,
+            )?;
+            vector(
+                &mut set,
+                &format!("{p}.input_layernorm.weight"),
+                &layer.input_layernorm.weight,
+            )?;
+            vector(
+                &mut set,
+                &format!("{p}.post_attention_layernorm.weight"),
+                &layer.post_attention_layernorm.weight,
+            )?;
+        }
+        vector(&mut set, "model.norm.weight", &self.norm.weight)?;
+        if let Some(head) = &self.lm_head {
+            linear(&mut set, "lm_head", head)?;
+        }
+        if let Some(score) = &self.score {
+            linear(&mut set, "score", score)?;
+        }
+        Ok(set)
+    }
+
     /// The configuration the model was built with.
     pub fn config(&self) -> &LlamaConfig {
         &self.config

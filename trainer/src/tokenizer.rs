@@ -314,6 +314,39 @@ impl ChatTemplate {
         }
     }
 
+    /// A Jinja chat template (Hugging Face `chat_template`) that renders exactly what
+    /// [`ChatTemplate::prompt`] and [`ChatTemplate::response`] render and that
+    /// [`ChatTemplate::detect`] maps back to this template; `None` for [`ChatTemplate::Raw`].
+    pub fn jinja(&self) -> Option<String> {
+        match self {
+            Self::ChatMl { default_system } => {
+                let system = match default_system {
+                    Some(text) => format!(
+                        "{{% if loop.first and messages[0]['role'] != 'system' %}}\
+                         {{{{ '<|im_start|>system\n{}<|im_end|>\n' }}}}{{% endif %}}",
+                        text.replace('\\', "\\\\").replace('\'', "\\'")
+                    ),
+                    None => String::new(),
+                };
+                Some(format!(
+                    "{{% for message in messages %}}{system}\
+                     {{{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + \
+                     '<|im_end|>' + '\n' }}}}{{% endfor %}}\
+                     {{% if add_generation_prompt %}}{{{{ '<|im_start|>assistant\n' }}}}{{% endif %}}"
+                ))
+            }
+            Self::Llama3 => Some(
+                "{{ '<|begin_of_text|>' }}{% for message in messages %}\
+                 {{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + \
+                 message['content'] | trim + '<|eot_id|>' }}{% endfor %}\
+                 {% if add_generation_prompt %}\
+                 {{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+                    .to_string(),
+            ),
+            Self::Raw => None,
+        }
+    }
+
     /// A short name for manifests.
     pub fn name(&self) -> &'static str {
         match self {
@@ -337,6 +370,27 @@ mod tests {
         assert_eq!(ids.last(), Some(&2));
         assert_eq!(ids.len(), 2 + 3, "h + two UTF-8 bytes of é");
         assert_eq!(tok.decode(&ids, true).unwrap(), "hé");
+    }
+
+    #[test]
+    fn generated_jinja_is_detected_as_the_same_template() {
+        for template in [
+            ChatTemplate::ChatMl {
+                default_system: None,
+            },
+            ChatTemplate::ChatMl {
+                default_system: Some("You are a helpful AI assistant".into()),
+            },
+            ChatTemplate::Llama3,
+        ] {
+            let text = template.jinja().expect("a template");
+            assert_eq!(
+                ChatTemplate::detect(Some(&text)).unwrap(),
+                template,
+                "{text}"
+            );
+        }
+        assert_eq!(ChatTemplate::Raw.jinja(), None);
     }
 
     #[test]

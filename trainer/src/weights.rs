@@ -99,6 +99,136 @@ impl WeightSet {
     }
 }
 
+impl WeightSet {
+    /// The tensors, by name.
+    pub fn tensors(&self) -> &BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+        &self.tensors
+    }
+
+    /// Writes every tensor as f32 into one safetensors file (`metadata` goes in its header),
+    /// under a temporary name renamed into place, so a crash never leaves a partial file.
+    pub fn save_safetensors(
+        &self,
+        path: &Path,
+        metadata: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<()> {
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
+            .tensors
+            .iter()
+            .map(|(name, (shape, values))| {
+                let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (name.clone(), shape.clone(), raw)
+            })
+            .collect();
+        let views = bytes
+            .iter()
+            .map(|(name, shape, raw)| {
+                safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), raw)
+                    .map(|view| (name.clone(), view))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Model {
+                path: path.to_path_buf(),
+                message: format!("cannot lay out tensors: {e}"),
+            })?;
+        let tmp = path.with_extension("safetensors.tmp");
+        safetensors::serialize_to_file(views, metadata, &tmp).map_err(|e| Error::Model {
+            path: tmp.clone(),
+            message: format!("cannot write safetensors: {e}"),
+        })?;
+        std::fs::rename(&tmp, path).map_err(Error::io(path))
+    }
+
+    /// Reads every tensor of one safetensors file (F32, F16 or BF16) as f32.
+    pub fn load_safetensors(path: &Path) -> Result<Self> {
+        let mut set = WeightSet {
+            source: path.to_path_buf(),
+            ..Default::default()
+        };
+        set.read_file(path)?;
+        Ok(set)
+    }
+
+    fn read_file(&mut self, file: &Path) -> Result<()> {
+        let bytes = std::fs::read(file).map_err(Error::io(file))?;
+        let tensors = SafeTensors::deserialize(&bytes).map_err(|e| Error::Model {
+            path: file.to_path_buf(),
+            message: format!("not a valid safetensors file: {e}"),
+        })?;
+        for (name, view) in tensors.tensors() {
+            let data = view.data();
+            let values: Vec<f32> = match view.dtype() {
+                Dtype::F32 => data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+                Dtype::F16 => data
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                Dtype::BF16 => data
+                    .chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                other => {
+                    return Err(Error::Model {
+                        path: file.to_path_buf(),
+                        message: format!(
+                            "tensor {name} has dtype {other:?} (F32, F16, BF16 are read)"
+                        ),
+                    });
+                }
+            };
+            self.insert(&name, view.shape().to_vec(), values);
+        }
+        Ok(())
+    }
+}
+
+/// A Hugging Face `config.json` for `config` (`LlamaForCausalLM`, or `Qwen2ForCausalLM` when
+/// the projections have biases), readable by [`hf_config`] and by `transformers`.
+pub fn hf_config_json(config: &LlamaConfig) -> Json {
+    let (model_type, architecture) = match (config.attention_bias, config.num_labels) {
+        (true, None) => ("qwen2", "Qwen2ForCausalLM"),
+        (true, Some(_)) => ("qwen2", "Qwen2ForSequenceClassification"),
+        (false, None) => ("llama", "LlamaForCausalLM"),
+        (false, Some(_)) => ("llama", "LlamaForSequenceClassification"),
+    };
+    let mut json = serde_json::json!({
+        "architectures": [architecture],
+        "model_type": model_type,
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size,
+        "num_hidden_layers": config.num_hidden_layers,
+        "num_attention_heads": config.num_attention_heads,
+        "num_key_value_heads": config.num_key_value_heads,
+        "head_dim": config.head_dim,
+        "hidden_act": "silu",
+        "rms_norm_eps": config.rms_norm_eps,
+        "rope_theta": config.rope_theta,
+        "max_position_embeddings": config.max_position_embeddings,
+        "tie_word_embeddings": config.tie_word_embeddings,
+        "attention_bias": config.attention_bias,
+        "torch_dtype": "float32",
+    });
+    if let Some(labels) = config.num_labels {
+        json["num_labels"] = labels.into();
+    }
+    if let Some(bos) = config.bos_token_id {
+        json["bos_token_id"] = bos.into();
+    }
+    match config.eos_token_ids.as_slice() {
+        [] => {}
+        [one] => json["eos_token_id"] = (*one).into(),
+        many => json["eos_token_id"] = many.to_vec().into(),
+    }
+    if let Some(pad) = config.pad_token_id {
+        json["pad_token_id"] = pad.into();
+    }
+    json
+}
+
 /// Where a model comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelFormat {
@@ -372,37 +502,7 @@ pub fn hf_weights(dir: &Path) -> Result<WeightSet> {
         ..Default::default()
     };
     for file in files {
-        let bytes = std::fs::read(&file).map_err(Error::io(&file))?;
-        let tensors = SafeTensors::deserialize(&bytes).map_err(|e| Error::Model {
-            path: file.clone(),
-            message: format!("not a valid safetensors file: {e}"),
-        })?;
-        for (name, view) in tensors.tensors() {
-            let data = view.data();
-            let values: Vec<f32> = match view.dtype() {
-                Dtype::F32 => data
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-                Dtype::F16 => data
-                    .chunks_exact(2)
-                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                    .collect(),
-                Dtype::BF16 => data
-                    .chunks_exact(2)
-                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                    .collect(),
-                other => {
-                    return Err(Error::Model {
-                        path: file.clone(),
-                        message: format!(
-                            "tensor {name} has dtype {other:?} (F32, F16, BF16 are read)"
-                        ),
-                    });
-                }
-            };
-            set.insert(&name, view.shape().to_vec(), values);
-        }
+        set.read_file(&file)?;
     }
     Ok(set)
 }

@@ -102,7 +102,11 @@ enum Shape {
 
 /// The prompt and the response of a pair side. `side` is a string or a message list holding
 /// the conversation (Hugging Face `ultrafeedback_binarized`) or only the reply (TRL).
-fn pair_side(batch: &RecordBatch, side: &str, row: usize) -> Result<(Vec<ChatMessage>, String)> {
+pub(crate) fn pair_side(
+    batch: &RecordBatch,
+    side: &str,
+    row: usize,
+) -> Result<(Vec<ChatMessage>, String)> {
     let column = batch
         .column_by_name(side)
         .ok_or_else(|| Error::Input(format!("the pair table has no '{side}' column")))?;
@@ -134,7 +138,7 @@ fn pair_side(batch: &RecordBatch, side: &str, row: usize) -> Result<(Vec<ChatMes
 }
 
 /// The cache file for scoring `items` with `lm`.
-fn cache_file(lm: &LanguageModel, items: &[ScoreItem]) -> PathBuf {
+pub(crate) fn cache_file(lm: &LanguageModel, items: &[ScoreItem]) -> PathBuf {
     let mut hasher = Sha256::new();
     hasher.update(lm.hash.as_bytes());
     for item in items {
@@ -151,7 +155,7 @@ fn cache_file(lm: &LanguageModel, items: &[ScoreItem]) -> PathBuf {
     cache_dir().join(format!("{key}.json"))
 }
 
-fn read_cache(path: &Path, n: usize) -> Option<Vec<SequenceScore>> {
+pub(crate) fn read_cache(path: &Path, n: usize) -> Option<Vec<SequenceScore>> {
     let text = std::fs::read_to_string(path).ok()?;
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;
     let logps = value["logps"].as_array()?;
@@ -171,7 +175,7 @@ fn read_cache(path: &Path, n: usize) -> Option<Vec<SequenceScore>> {
         .collect()
 }
 
-fn write_cache(path: &Path, scores: &[SequenceScore]) -> Result<()> {
+pub(crate) fn write_cache(path: &Path, scores: &[SequenceScore]) -> Result<()> {
     let dir = path.parent().expect("cache files live in a directory");
     std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
     let body = json!({
