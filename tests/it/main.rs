@@ -7,7 +7,9 @@
 //! * `export` — TRL, OpenRLHF and NeMo layouts, and conversational round trips;
 //! * `route` — curriculum ranks and DPO/SFT routing (hand-computed and numpy);
 //! * `cli` — the binary end to end: quickstart, jobs, `sql`, `synth`, `inspect`;
-//! * `bad_input` — clear, named errors and no output that looks complete.
+//! * `bad_input` — clear, named errors and no output that looks complete;
+//! * `model` — the llama model, tokenizer, scoring, sampling and judging against references;
+//! * `train` — the trainer: losses vs numpy, learning, MixDPO, exact resume, bad input.
 
 mod augment;
 mod bad_input;
@@ -20,3 +22,4 @@ mod reference;
 mod route;
 mod select_margin;
 mod slt;
+mod train;

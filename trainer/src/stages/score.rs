@@ -158,17 +158,18 @@ pub(crate) fn cache_file(lm: &LanguageModel, items: &[ScoreItem]) -> PathBuf {
 pub(crate) fn read_cache(path: &Path, n: usize) -> Option<Vec<SequenceScore>> {
     let text = std::fs::read_to_string(path).ok()?;
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let logps = value["logps"].as_array()?;
+    // The values are read from their bit patterns: JSON's decimal form would not always parse
+    // back to the same f64, and a cache hit must give exactly what a fresh run gives.
+    let bits = value["logp_bits"].as_array()?;
     let tokens = value["tokens"].as_array()?;
-    if logps.len() != n || tokens.len() != n {
+    if bits.len() != n || tokens.len() != n {
         return None;
     }
-    logps
-        .iter()
+    bits.iter()
         .zip(tokens)
-        .map(|(l, t)| {
+        .map(|(b, t)| {
             Some(SequenceScore {
-                logp: l.as_f64()?,
+                logp: f64::from_bits(b.as_u64()?),
                 tokens: t.as_u64()? as usize,
             })
         })
@@ -180,10 +181,14 @@ pub(crate) fn write_cache(path: &Path, scores: &[SequenceScore]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
     let body = json!({
         "logps": scores.iter().map(|s| s.logp).collect::<Vec<_>>(),
+        "logp_bits": scores.iter().map(|s| s.logp.to_bits()).collect::<Vec<_>>(),
         "tokens": scores.iter().map(|s| s.tokens).collect::<Vec<_>>(),
     });
-    // Written under a temporary name and renamed, so a crash never leaves a partial entry.
-    let tmp = path.with_extension("json.tmp");
+    // Written under a name of its own and renamed, so neither a crash nor a concurrent writer
+    // of the same entry leaves a partial one.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let unique = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("json.{}-{unique}.tmp", std::process::id()));
     std::fs::write(&tmp, body.to_string()).map_err(Error::io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(Error::io(path))
 }

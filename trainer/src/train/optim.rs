@@ -111,35 +111,47 @@ pub fn learning_rate(settings: &OptimSettings, step: usize, total: usize) -> f64
     }
 }
 
-/// Collects `(path, param)` keys in visiting order (a stable order for the gradient norm).
-struct GradNorm<'a> {
+/// Per-row sums of squares of every gradient, in visiting order.
+struct GradSquares<'a> {
     grads: &'a GradientsParams,
-    total: Option<Tensor<1>>,
+    rows: Vec<Tensor<1>>,
 }
 
-impl ModuleVisitor for GradNorm<'_> {
+impl ModuleVisitor for GradSquares<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(param.id) {
-            let squares = g.powi_scalar(2).sum();
-            self.total = Some(match self.total.take() {
-                Some(t) => t + squares,
-                None => squares,
-            });
+            let dims = g.dims();
+            let cols = dims.last().copied().unwrap_or(1).max(1);
+            let rows = g.shape().num_elements() / cols;
+            self.rows.push(
+                g.reshape([rows, cols])
+                    .powi_scalar(2)
+                    .sum_dim(1)
+                    .reshape([rows]),
+            );
         }
     }
 }
 
-/// The global L2 norm of all gradients of `model` (one value read back from the device).
+/// The global L2 norm of all gradients of `model`.
+///
+/// Deterministic by construction, because checkpoints resume bit for bit: each row is reduced
+/// on the device (row reductions run sequentially within a row), and the row sums are added on
+/// the host in a fixed order in f64. A whole-tensor `sum()` would not do: for large tensors the
+/// CPU backend splits it across threads, and the order of the partial sums varies from run to
+/// run. One read-back per step.
 pub fn gradient_norm<M: Module>(model: &M, grads: &GradientsParams) -> f64 {
-    let mut visitor = GradNorm { grads, total: None };
+    let mut visitor = GradSquares {
+        grads,
+        rows: Vec::new(),
+    };
     model.visit(&mut visitor);
-    match visitor.total {
-        Some(t) => {
-            let v = t.into_data().try_into_vec_as::<f64>().unwrap_or_default();
-            v.first().copied().unwrap_or(f64::NAN).sqrt()
-        }
-        None => 0.0,
+    if visitor.rows.is_empty() {
+        return 0.0;
     }
+    let all = Tensor::cat(visitor.rows, 0);
+    let values = all.into_data().try_into_vec_as::<f64>().unwrap_or_default();
+    values.iter().sum::<f64>().sqrt()
 }
 
 /// `clip_grad_norm_`'s factor: `min(1, max_norm / (norm + 1e-6))`, 1 when clipping is off.
