@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use prefsmith_pipeline::formats::InputFormat;
 use prefsmith_trainer::stages::score::{self, Role, ScoreConfig};
+use prefsmith_trainer::train::config::Truncation;
 
 use super::model_args::ModelArgs;
 
@@ -27,6 +28,15 @@ pub struct Args {
     /// Do not read or write the (model, data) score cache.
     #[arg(long)]
     no_cache: bool,
+    /// Cut prompt + response to this many tokens, as `prefsmith train` does (data.max-length).
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// Cut prompts to this many tokens first (data.max-prompt-length).
+    #[arg(long)]
+    max_prompt_length: Option<usize>,
+    /// Which end of a cut prompt is kept: keep-end (default) or keep-start.
+    #[arg(long, default_value = "keep-end")]
+    truncation: String,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -39,6 +49,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
         cache: !args.no_cache,
         model_hash: None,
+        max_length: args.max_length,
+        max_prompt_length: args.max_prompt_length,
+        truncation: match args.truncation.as_str() {
+            "keep-end" => Truncation::KeepEnd,
+            "keep-start" => Truncation::KeepStart,
+            other => anyhow::bail!("--truncation {other}: use keep-end or keep-start"),
+        },
     };
     let manifest = score::run(&config, &args.input, &args.output).await?;
     let stat = |k: &str| manifest.stats.get(k).cloned().unwrap_or_default();

@@ -718,4 +718,61 @@ fn the_cli_trains_on_a_selected_pair_table_and_the_model_scores() {
         "--no-cache",
     ]));
     assert!(scored.join("_manifest.json").is_file());
+
+    // Reference log-probs precomputed by `prefsmith score` with the trainer's truncation are
+    // used as they are; scored with other limits, they are refused with the rows named.
+    let long = dir.path().join("long.parquet");
+    let mut task = synthetic(20, 10);
+    task.chosen = task.chosen.iter().map(|c| c.repeat(6)).collect();
+    write_table(&long, task.columns());
+    let reference = |max_length: &str, out: &str| {
+        let path = dir.path().join(out);
+        ok(&prefsmith(&[
+            "score",
+            "--input",
+            &long.display().to_string(),
+            "--output",
+            &path.display().to_string(),
+            "--role",
+            "reference",
+            "--model",
+            "tiny:0",
+            "--max-length",
+            max_length,
+            "--max-prompt-length",
+            "32",
+        ]));
+        path
+    };
+    let matching = reference("96", "ref96");
+    let other = reference("80", "ref80");
+    let train_on = |pairs: &Path, name: &str| {
+        let config_path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &config_path,
+            format!(
+                "[model]\nmodel = \"tiny:0\"\n[data]\npairs = {:?}\nmax-length = 96\n\
+                 max-prompt-length = 32\neval-fraction = 0.0\n[run]\noutput = {:?}\nmax-steps = 1\n",
+                pairs.display().to_string(),
+                dir.path().join(name).display().to_string()
+            ),
+        )
+        .unwrap();
+        prefsmith(&["train", "--config", &config_path.display().to_string()])
+    };
+    ok(&train_on(&matching, "run96"));
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("run96/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["data"]["reference_from_table"], true);
+    assert!(
+        summary["data"]["truncated"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    let stderr = fails(&train_on(&other, "run80"), 1);
+    assert!(
+        stderr.contains("--max-length") && stderr.contains("prompt_id p00"),
+        "{stderr}"
+    );
 }

@@ -1,8 +1,10 @@
 //! The `score` stage: summed response log-probs under a model, as the policy or as the
 //! reference. For a pair table it adds `{p}_logp_chosen`, `{p}_logp_rejected`,
-//! `{p}_tokens_chosen`, `{p}_tokens_rejected` (`p` = `policy` or `ref`), the columns
-//! `select-margin` and the trainer read; for a responses table it adds `{p}_logp` and
-//! `{p}_tokens` (long layout) or lists `{p}_logps` and `{p}_tokens` (wide layout).
+//! `{p}_tokens_chosen`, `{p}_tokens_rejected` and `{p}_prompt_tokens` (`p` = `policy` or
+//! `ref`), the columns `select-margin` and the trainer read; for a responses table it adds
+//! `{p}_logp` and `{p}_tokens` (long layout) or lists `{p}_logps` and `{p}_tokens` (wide
+//! layout). With `max-length` the sequences are cut exactly as the trainer cuts them, so a
+//! reference scored here is the reference the trainer needs (it checks the token counts).
 //!
 //! Results are cached by (model hash, data hash): the data hash covers every token sequence
 //! scored, so rerunning on the same data with the same model, into any output, reads the
@@ -32,6 +34,8 @@ use crate::lm::LanguageModel;
 use crate::scoring::{ScoreItem, ScoreOptions, SequenceScore, check_items, score_sequences};
 use crate::stages::{ModelSettings, StageOutput, Table, models_dir, prompt_messages, string_list};
 use crate::tokenizer::ChatMessage;
+use crate::train::config::Truncation;
+use crate::train::data::{Cut, truncate};
 
 /// Whose log-probs these are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +86,16 @@ pub struct ScoreConfig {
     /// The model's content hash (filled in when the stage runs).
     #[serde(default)]
     pub model_hash: Option<String>,
+    /// Cut sequences as the trainer does (`data.max-length`), so that reference log-probs
+    /// scored here are the ones `prefsmith train` needs. Default: no cut.
+    #[serde(default)]
+    pub max_length: Option<usize>,
+    /// Cut prompts first to this many tokens (the trainer's `data.max-prompt-length`).
+    #[serde(default)]
+    pub max_prompt_length: Option<usize>,
+    /// Which end of a cut prompt is kept (`keep-end` default, or `keep-start`).
+    #[serde(default)]
+    pub truncation: Truncation,
 }
 
 fn yes() -> bool {
@@ -234,6 +248,7 @@ pub async fn run(config: &ScoreConfig, input: &str, output: &Path) -> Result<Man
             format!("{p}_logp_rejected"),
             format!("{p}_tokens_chosen"),
             format!("{p}_tokens_rejected"),
+            format!("{p}_prompt_tokens"),
         ],
         Shape::Wide => vec![format!("{p}_logps"), format!("{p}_tokens")],
         Shape::Long => vec![format!("{p}_logp"), format!("{p}_tokens")],
@@ -273,7 +288,7 @@ pub async fn run(config: &ScoreConfig, input: &str, output: &Path) -> Result<Man
             }
         }
     }
-    let items = texts
+    let mut items = texts
         .iter()
         .map(|(request, response)| {
             Ok(ScoreItem {
@@ -292,6 +307,28 @@ pub async fn run(config: &ScoreConfig, input: &str, output: &Path) -> Result<Man
         }
         format!("{input}: item {i}")
     };
+    if let Some(max_length) = config.max_length {
+        for (i, item) in items.iter_mut().enumerate() {
+            let cut = truncate(
+                &mut item.prompt,
+                &mut [&mut item.response],
+                max_length,
+                config.max_prompt_length,
+                config.truncation,
+            );
+            if cut == Cut::PromptTooLong {
+                return Err(Error::Input(format!(
+                    "{}: the prompt alone is at least --max-length = {max_length} tokens (the \
+                     trainer drops such rows; drop them here too, or raise the limit)",
+                    row_of(i)
+                )));
+            }
+        }
+    } else if config.max_prompt_length.is_some() {
+        return Err(Error::Config(
+            "--max-prompt-length needs --max-length (the trainer's data.max-length)".into(),
+        ));
+    }
     check_items(&lm, &items, row_of)?;
 
     let cache = cache_file(&lm, &items);
@@ -345,6 +382,9 @@ pub async fn run(config: &ScoreConfig, input: &str, output: &Path) -> Result<Man
             )));
             new_columns.push(Arc::new(UInt32Array::from_iter_values(
                 side(1).map(|s| s.tokens as u32),
+            )));
+            new_columns.push(Arc::new(UInt32Array::from_iter_values(
+                items.iter().step_by(2).map(|i| i.prompt.len() as u32),
             )));
         }
         Shape::Wide => {

@@ -142,6 +142,43 @@ fn truncate_prompt(prompt: &mut Vec<u32>, max_prompt: Option<usize>, mode: Trunc
     true
 }
 
+/// What [`truncate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// Everything fits.
+    None,
+    /// The prompt or a response was shortened.
+    Truncated,
+    /// The prompt alone fills `max_length`: the row cannot be used.
+    PromptTooLong,
+}
+
+/// The one truncation rule, shared by the trainer and by `prefsmith score --max-length` (so
+/// that reference log-probs precomputed by `score` match the sequences the trainer sees):
+/// the prompt is cut to `max_prompt` tokens keeping the end `mode` names; if it then fills
+/// `max_length` the row is unusable; otherwise each response is cut to what is left, keeping
+/// its start.
+pub fn truncate(
+    prompt: &mut Vec<u32>,
+    responses: &mut [&mut Vec<u32>],
+    max_length: usize,
+    max_prompt: Option<usize>,
+    mode: Truncation,
+) -> Cut {
+    let mut cut = truncate_prompt(prompt, max_prompt, mode);
+    if prompt.len() >= max_length {
+        return Cut::PromptTooLong;
+    }
+    let room = max_length - prompt.len();
+    for response in responses.iter_mut() {
+        if response.len() > room {
+            response.truncate(room);
+            cut = true;
+        }
+    }
+    if cut { Cut::Truncated } else { Cut::None }
+}
+
 /// Reads, tokenizes and splits the pair table. `needs_rating`: a rating-aware loss is used.
 pub async fn load_pairs(
     data: &DataSection,
@@ -220,6 +257,7 @@ pub async fn load_pairs(
         }
     };
     let ref_token_columns = (
+        float_column(&batch, "ref_prompt_tokens", input)?,
         float_column(&batch, "ref_tokens_chosen", input)?,
         float_column(&batch, "ref_tokens_rejected", input)?,
     );
@@ -252,19 +290,20 @@ pub async fn load_pairs(
                 where_()
             )));
         }
-        let full = (chosen.len(), rejected.len());
-        let mut truncated = truncate_prompt(&mut prompt, data.max_prompt_length, data.truncation);
-        if prompt.len() >= data.max_length {
-            stats.dropped_prompt_too_long += 1;
-            continue;
-        }
-        let room = data.max_length - prompt.len();
-        for side in [&mut chosen, &mut rejected] {
-            if side.len() > room {
-                side.truncate(room);
-                truncated = true;
+        let truncated = match truncate(
+            &mut prompt,
+            &mut [&mut chosen, &mut rejected],
+            data.max_length,
+            data.max_prompt_length,
+            data.truncation,
+        ) {
+            Cut::PromptTooLong => {
+                stats.dropped_prompt_too_long += 1;
+                continue;
             }
-        }
+            Cut::Truncated => true,
+            Cut::None => false,
+        };
         stats.truncated += truncated as usize;
 
         let rating_gap = match raw_gap(row) {
@@ -301,15 +340,23 @@ pub async fn load_pairs(
         let ref_logps = match &ref_columns {
             Some((c, r)) => match (value_at(c, row), value_at(r, row)) {
                 (Some(c), Some(r)) if c.is_finite() && r.is_finite() => {
-                    if truncated {
-                        truncated_with_refs.push((row, id.clone()));
-                    }
-                    if let (Some(tc), Some(tr)) = &ref_token_columns
-                        && !truncated
-                        && (value_at(tc, row) != Some(full.0 as f64)
-                            || value_at(tr, row) != Some(full.1 as f64))
-                    {
-                        token_mismatch.push((row, id.clone()));
+                    // The table's values are usable only for exactly the sequences trained on:
+                    // `score` records the lengths it scored.
+                    let (tp, tc, tr) = &ref_token_columns;
+                    match (tp, tc, tr) {
+                        (Some(tp), Some(tc), Some(tr)) => {
+                            let scored = (value_at(tp, row), value_at(tc, row), value_at(tr, row));
+                            let ours = (
+                                Some(prompt.len() as f64),
+                                Some(chosen.len() as f64),
+                                Some(rejected.len() as f64),
+                            );
+                            if scored != ours {
+                                token_mismatch.push((row, id.clone()));
+                            }
+                        }
+                        _ if truncated => truncated_with_refs.push((row, id.clone())),
+                        _ => {}
                     }
                     Some((c, r))
                 }
@@ -349,15 +396,18 @@ pub async fn load_pairs(
     if !truncated_with_refs.is_empty() {
         return Err(Error::Input(format!(
             "{input}: the table's reference log-probs cover whole sequences, but {} must be \
-             truncated to data.max-length / max-prompt-length; raise the limits or drop the \
-             ref_logp_* columns so that the trainer computes them on the truncated sequences",
+             truncated to data.max-length / max-prompt-length; score the table with the same \
+             limits (`prefsmith score --max-length … --max-prompt-length …`), raise the limits, \
+             or drop the ref_logp_* columns so that the trainer computes them",
             name_rows(&truncated_with_refs)
         )));
     }
     if !token_mismatch.is_empty() {
         return Err(Error::Input(format!(
-            "{input}: ref_tokens_* disagree with this model's tokenization in {} (were the \
-             reference log-probs computed with another tokenizer or chat template?)",
+            "{input}: the sequences the table's reference log-probs were computed on \
+             (ref_prompt_tokens, ref_tokens_*) are not those trained on in {}: score the table \
+             with the policy's tokenizer and chat template and with the same --max-length, \
+             --max-prompt-length and --truncation as data.* here",
             name_rows(&token_mismatch)
         )));
     }
