@@ -776,3 +776,62 @@ fn the_cli_trains_on_a_selected_pair_table_and_the_model_scores() {
         "{stderr}"
     );
 }
+
+/// The same, with a real kill: the CLI is SIGKILLed once its third checkpoint exists, wherever
+/// it is then (mid-step, mid-evaluation or mid-checkpoint), and `--resume` still ends with
+/// the bytes of a run that was never killed.
+#[test]
+fn a_killed_training_job_resumes_to_the_same_bytes() {
+    let dir = tempdir();
+    let pairs = dir.path().join("pairs.parquet");
+    write_table(&pairs, synthetic(200, 6).columns());
+    let write_config = |name: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[model]\nmodel = \"tiny:0\"\n[data]\npairs = {:?}\nmax-length = 96\n\
+                 eval-fraction = 0.1\n[optim]\nlearning-rate = 1e-3\n[run]\noutput = {:?}\n\
+                 epochs = 3\nmicro-batch-size = 4\ngradient-accumulation-steps = 2\n\
+                 save-steps = 3\neval-steps = 5\nkeep-checkpoints = 50\n",
+                pairs.display().to_string(),
+                dir.path().join(name).display().to_string()
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let straight = write_config("straight");
+    ok(&prefsmith(&["train", "--config", &straight]));
+
+    let killed = write_config("killed");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_prefsmith"))
+        .args(["train", "--config", &killed])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let third = dir.path().join("killed/checkpoints/step-00000009");
+    let started = std::time::Instant::now();
+    while !third.exists() {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no third checkpoint after 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !dir.path().join("killed/model").exists(),
+        "the job finished before it was killed; the test needs a longer run"
+    );
+    ok(&prefsmith(&["train", "--config", &killed, "--resume"]));
+    for f in ["model/model.safetensors", "metrics.jsonl"] {
+        assert!(
+            file(&dir.path().join("straight").join(f)) == file(&dir.path().join("killed").join(f)),
+            "{f} differs between the straight run and the killed and resumed one"
+        );
+    }
+}
