@@ -62,7 +62,7 @@ fn fixture(name: &str) -> Value {
 }
 
 /// Runs a mode of the numpy reference on `input` and returns its output.
-fn numpy(mode: &str, model: &Path, input: &Value) -> Value {
+pub(crate) fn numpy(mode: &str, model: &Path, input: &Value) -> Value {
     let dir = tempdir();
     let (i, o) = (dir.path().join("in.json"), dir.path().join("out.json"));
     std::fs::write(&i, input.to_string()).unwrap();

@@ -113,6 +113,11 @@ impl Synthetic {
 }
 
 fn config(pairs: &Path, output: &Path, extra: &str) -> TrainConfig {
+    config_with(pairs, output, 0.2, extra)
+}
+
+/// A tiny-model config over `pairs`; `extra` adds keys to `[run]` (and may open later tables).
+fn config_with(pairs: &Path, output: &Path, eval_fraction: f64, extra: &str) -> TrainConfig {
     let text = format!(
         r#"
         [model]
@@ -120,7 +125,7 @@ fn config(pairs: &Path, output: &Path, extra: &str) -> TrainConfig {
         [data]
         pairs = "{}"
         max-length = 96
-        eval-fraction = 0.2
+        eval-fraction = {eval_fraction}
         [optim]
         learning-rate = 3e-3
         warmup-ratio = 0.1
@@ -138,7 +143,6 @@ fn config(pairs: &Path, output: &Path, extra: &str) -> TrainConfig {
             "micro-batch-size = 8"
         },
     );
-    // `extra` may add keys to [run] or open later tables.
     TrainConfig::parse(&text, "test.toml").unwrap()
 }
 
@@ -397,25 +401,7 @@ fn mixdpo_trains_dpo_pairs_in_curriculum_order_then_sft_raises_chosen_logps() {
     columns.push(("curriculum_rank", Col::Int(rank.clone())));
     write_table(&pairs, columns);
     let output = dir.path().join("run");
-    let text = format!(
-        r#"
-        [model]
-        model = "tiny:0"
-        [data]
-        pairs = "{}"
-        max-length = 96
-        eval-fraction = 0.0
-        [optim]
-        learning-rate = 3e-3
-        [run]
-        output = "{}"
-        micro-batch-size = 4
-        seed = 3
-        "#,
-        pairs.display(),
-        output.display()
-    );
-    let config = TrainConfig::parse(&text, "mix.toml").unwrap();
+    let config = config_with(&pairs, &output, 0.0, "micro-batch-size = 4");
     let report = runtime()
         .block_on(train(&config, TrainOptions::default()))
         .unwrap();
@@ -462,27 +448,7 @@ fn mixdpo_trains_dpo_pairs_in_curriculum_order_then_sft_raises_chosen_logps() {
     // The saved model is readable by an independent implementation: numpy's float64 forward
     // pass over the saved safetensors gives our logits.
     let sequences = vec![items[0].prompt.clone(), items[1].prompt.clone()];
-    let io = tempdir();
-    let (i, o) = (io.path().join("in.json"), io.path().join("out.json"));
-    std::fs::write(&i, json!({ "sequences": sequences }).to_string()).unwrap();
-    let out = python_script(
-        "reference_llama.py",
-        &[
-            "logits",
-            "--model",
-            &model_dir.display().to_string(),
-            "--input",
-            &i.display().to_string(),
-            "--output",
-            &o.display().to_string(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let expected: Value = serde_json::from_str(&std::fs::read_to_string(&o).unwrap()).unwrap();
+    let expected = crate::model::numpy("logits", &model_dir, &json!({ "sequences": sequences }));
     let trained = LanguageModel::load(&model_dir.display().to_string(), &device).unwrap();
     for (s, reference) in sequences.iter().zip(expected["logits"].as_array().unwrap()) {
         let ours = prefsmith_trainer::scoring::next_token_logits(&trained, s).unwrap();

@@ -41,11 +41,13 @@ pub struct ModelSettings {
     pub max_batch_tokens: usize,
 }
 
-fn default_device() -> String {
+/// The device a model runs on unless configured (`cpu`).
+pub(crate) fn default_device() -> String {
     "cpu".into()
 }
 
-fn default_batch_tokens() -> usize {
+/// The default token budget per forward pass.
+pub(crate) fn default_batch_tokens() -> usize {
     4096
 }
 

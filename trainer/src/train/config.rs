@@ -57,19 +57,22 @@ pub struct ModelSection {
     #[serde(default)]
     pub reference: Option<String>,
     /// `cpu` (default), `cuda`, `cuda:N` or `wgpu`.
-    #[serde(default = "default_device")]
+    #[serde(default = "crate::stages::default_device")]
     pub device: String,
     /// Token budget per forward pass when computing reference log-probs. Default 4096.
-    #[serde(default = "default_batch_tokens")]
+    #[serde(default = "crate::stages::default_batch_tokens")]
     pub max_batch_tokens: usize,
 }
 
-fn default_device() -> String {
-    "cpu".into()
-}
-
-fn default_batch_tokens() -> usize {
-    4096
+impl ModelSection {
+    /// The settings the model stages take, for `model` (the policy) or another spec.
+    pub fn settings(&self, spec: &str) -> crate::stages::ModelSettings {
+        crate::stages::ModelSettings {
+            model: spec.to_string(),
+            device: self.device.clone(),
+            max_batch_tokens: self.max_batch_tokens,
+        }
+    }
 }
 
 /// Which end of an over-long prompt survives truncation.

@@ -39,7 +39,6 @@ use crate::rng::Rng;
 use crate::scoring::{
     PaddedBatch, PaddingSide, ScoreItem, ScoreOptions, score_sequences, sum_per_row, token_logps,
 };
-use crate::stages::ModelSettings;
 use crate::stages::score::{cache_file, read_cache, write_cache};
 use checkpoint::TrainerState;
 use config::TrainConfig;
@@ -267,14 +266,9 @@ fn compute_reference(
     let spec = config
         .model
         .reference
-        .clone()
-        .unwrap_or_else(|| config.model.model.clone());
-    let settings = ModelSettings {
-        model: spec,
-        device: config.model.device.clone(),
-        max_batch_tokens: config.model.max_batch_tokens,
-    };
-    let resolved = settings.resolved_model()?;
+        .as_deref()
+        .unwrap_or(&config.model.model);
+    let resolved = config.model.settings(spec).resolved_model()?;
     let reference = LanguageModel::load(&resolved, device)?;
     if reference.tokenizer.vocab_size() != policy.tokenizer.vocab_size() {
         return Err(Error::Config(format!(
@@ -402,12 +396,10 @@ pub async fn train(config: &TrainConfig, options: TrainOptions) -> Result<TrainR
     let train_device = device.clone().autodiff();
 
     // Model, data, losses: everything checked before the first step.
-    let settings = ModelSettings {
-        model: config.model.model.clone(),
-        device: config.model.device.clone(),
-        max_batch_tokens: config.model.max_batch_tokens,
-    };
-    let spec = settings.resolved_model()?;
+    let spec = config
+        .model
+        .settings(&config.model.model)
+        .resolved_model()?;
     let mut lm = LanguageModel::load_for_training(&spec, &train_device)?;
     let mix = config.loss_mix()?;
     let mut data = data::load_pairs(&config.data, &lm, mix.uses_rating(), config.run.seed).await?;
