@@ -214,16 +214,7 @@ fn losses_and_gradients_equal_numpy() {
     let host = |x: burn::tensor::Tensor<1>| -> Vec<f64> {
         x.into_data().try_into_vec_as::<f64>().unwrap()
     };
-    for kind in [
-        LossKind::Sigmoid,
-        LossKind::Cdpo,
-        LossKind::Robust,
-        LossKind::Ipo,
-        LossKind::Hinge,
-        LossKind::Sft,
-        LossKind::Rdpo,
-        LossKind::MlRdpo,
-    ] {
+    for kind in LossKind::ALL {
         let policy_chosen = t(&pc).require_grad();
         let policy_rejected = t(&pr).require_grad();
         let batch = PairBatch {

@@ -56,6 +56,18 @@ pub enum LossKind {
 }
 
 impl LossKind {
+    /// Every loss, in the order of the docs.
+    pub const ALL: [LossKind; 8] = [
+        Self::Sigmoid,
+        Self::Cdpo,
+        Self::Robust,
+        Self::Ipo,
+        Self::Hinge,
+        Self::Sft,
+        Self::Rdpo,
+        Self::MlRdpo,
+    ];
+
     /// The name used in configs and metrics.
     pub fn name(self) -> &'static str {
         match self {
@@ -432,17 +444,7 @@ mod tests {
     fn gradients_point_towards_the_chosen_token_on_a_two_token_toy() {
         let device = Device::flex().autodiff();
         let params = LossParams::default();
-        let all = [
-            LossKind::Sigmoid,
-            LossKind::Cdpo,
-            LossKind::Robust,
-            LossKind::Ipo,
-            LossKind::Hinge,
-            LossKind::Sft,
-            LossKind::Rdpo,
-            LossKind::MlRdpo,
-        ];
-        for kind in all {
+        for kind in LossKind::ALL {
             let logits = Tensor::<1>::from_floats([0.0, 0.0], &device).require_grad();
             let logp = log_softmax(logits.clone().reshape([1, 2]), 1).reshape([2]);
             let constant = |v: f32| Tensor::<1>::from_floats([v], &device);
