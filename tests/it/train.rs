@@ -792,3 +792,57 @@ fn a_killed_training_job_resumes_to_the_same_bytes() {
         );
     }
 }
+
+/// Gradient accumulation is exact up to rounding: 2 steps of 8 pairs as one micro-batch or as
+/// 4 micro-batches of 2 (losses normalised by the whole step) give the same weights.
+#[test]
+fn accumulated_micro_batches_equal_one_large_batch() {
+    let dir = tempdir();
+    let pairs = dir.path().join("pairs.parquet");
+    write_table(&pairs, synthetic(40, 8).columns());
+    let mut weights = Vec::new();
+    for (name, extra) in [
+        (
+            "one",
+            "micro-batch-size = 8\nmax-steps = 2\n[loss]\ntypes = [\"ipo\", \"sft\"]",
+        ),
+        (
+            "four",
+            "micro-batch-size = 2\ngradient-accumulation-steps = 4\nmax-steps = 2\n\
+             [loss]\ntypes = [\"ipo\", \"sft\"]",
+        ),
+    ] {
+        let output = dir.path().join(name);
+        runtime()
+            .block_on(train(
+                &config(&pairs, &output, extra),
+                TrainOptions::default(),
+            ))
+            .unwrap();
+        weights.push(
+            prefsmith_trainer::weights::WeightSet::load_safetensors(
+                &output.join("model/model.safetensors"),
+            )
+            .unwrap(),
+        );
+    }
+    let start = LanguageModel::tiny(0, &DeviceSpec::Cpu.device().unwrap())
+        .unwrap()
+        .model
+        .to_weights()
+        .unwrap();
+    let (mut moved, mut differ) = (0.0f64, 0.0f64);
+    for (name, (_, a)) in weights[0].tensors() {
+        let b = &weights[1].tensors()[name].1;
+        let s = &start.tensors()[name].1;
+        for ((x, y), z) in a.iter().zip(b).zip(s) {
+            moved = moved.max((x - z).abs() as f64);
+            differ = differ.max((x - y).abs() as f64);
+        }
+    }
+    assert!(moved > 1e-3, "training moved the weights by only {moved}");
+    assert!(
+        differ < 1e-5,
+        "accumulated and single-batch weights differ by {differ}"
+    );
+}
