@@ -587,6 +587,13 @@ fn bad_input_is_refused_before_training() {
         "{e}"
     );
     // Without a rating-aware loss the gaps are not used, and training is fine with them.
+    let unused = dir.path().join("unused-gaps");
+    runtime()
+        .block_on(train(
+            &config(&nan, &unused, "max-steps = 1"),
+            TrainOptions::default(),
+        ))
+        .unwrap();
 
     let too_long = dir.path().join("long.parquet");
     let mut long = synthetic(4, 5);

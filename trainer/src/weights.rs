@@ -141,16 +141,34 @@ impl WeightSet {
 
     /// Reads every tensor of one safetensors file (F32, F16 or BF16) as f32.
     pub fn load_safetensors(path: &Path) -> Result<Self> {
+        Ok(Self::load_safetensors_with_metadata(path)?.0)
+    }
+
+    /// Like [`WeightSet::load_safetensors`], also returning the header's metadata.
+    pub fn load_safetensors_with_metadata(
+        path: &Path,
+    ) -> Result<(Self, std::collections::HashMap<String, String>)> {
         let mut set = WeightSet {
             source: path.to_path_buf(),
             ..Default::default()
         };
-        set.read_file(path)?;
-        Ok(set)
+        let metadata = set.read_file(path)?;
+        Ok((set, metadata))
     }
 
-    fn read_file(&mut self, file: &Path) -> Result<()> {
+    /// The tensors, by name, taken out of the set.
+    pub fn into_tensors(self) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+        self.tensors
+    }
+
+    /// Adds every tensor of `file` and returns the file's metadata.
+    fn read_file(&mut self, file: &Path) -> Result<std::collections::HashMap<String, String>> {
         let bytes = std::fs::read(file).map_err(Error::io(file))?;
+        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::Model {
+            path: file.to_path_buf(),
+            message: format!("not a valid safetensors file: {e}"),
+        })?;
+        let metadata = header.metadata().clone().unwrap_or_default();
         let tensors = SafeTensors::deserialize(&bytes).map_err(|e| Error::Model {
             path: file.to_path_buf(),
             message: format!("not a valid safetensors file: {e}"),
@@ -181,7 +199,7 @@ impl WeightSet {
             };
             self.insert(&name, view.shape().to_vec(), values);
         }
-        Ok(())
+        Ok(metadata)
     }
 }
 

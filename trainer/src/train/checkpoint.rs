@@ -142,13 +142,9 @@ pub fn load(path: &Path, settings: OptimSettings, device: &burn::tensor::Device)
     })?;
     let weights = WeightSet::load_safetensors(&path.join("model.safetensors"))?;
     let optimizer_path = path.join("optimizer.safetensors");
-    let bytes = std::fs::read(&optimizer_path).map_err(Error::io(&optimizer_path))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::Input(format!("{}: {e}", optimizer_path.display())))?;
-    let steps = header
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("optimizer_steps"))
+    let (moments, metadata) = WeightSet::load_safetensors_with_metadata(&optimizer_path)?;
+    let steps = metadata
+        .get("optimizer_steps")
         .and_then(|s| s.parse::<u64>().ok())
         .ok_or_else(|| {
             Error::Input(format!(
@@ -156,11 +152,10 @@ pub fn load(path: &Path, settings: OptimSettings, device: &burn::tensor::Device)
                 optimizer_path.display()
             ))
         })?;
-    let moments = WeightSet::load_safetensors(&optimizer_path)?;
     let tensors: BTreeMap<String, Vec<f32>> = moments
-        .tensors()
-        .iter()
-        .map(|(k, (_, v))| (k.clone(), v.clone()))
+        .into_tensors()
+        .into_iter()
+        .map(|(name, (_, values))| (name, values))
         .collect();
     let optimizer = AdamW::import(settings, steps, tensors, device)?;
     Ok(Loaded {

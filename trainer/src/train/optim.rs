@@ -236,27 +236,30 @@ impl AdamW {
     pub fn import(
         settings: OptimSettings,
         steps: u64,
-        tensors: BTreeMap<String, Vec<f32>>,
+        mut tensors: BTreeMap<String, Vec<f32>>,
         device: &burn::tensor::Device,
     ) -> Result<Self> {
         let mut moments = BTreeMap::new();
-        for (name, values) in &tensors {
-            let Some(path) = name.strip_suffix(".exp_avg") else {
-                continue;
-            };
-            let Some(sq) = tensors.get(&format!("{path}.exp_avg_sq")) else {
+        let paths: Vec<String> = tensors
+            .keys()
+            .filter_map(|name| name.strip_suffix(".exp_avg").map(str::to_string))
+            .collect();
+        let tensor = |v: Vec<f32>| {
+            let n = v.len();
+            Tensor::<1>::from_data(TensorData::new(v, [n]), device)
+        };
+        for path in paths {
+            let exp_avg = tensors.remove(&format!("{path}.exp_avg")).expect("listed");
+            let Some(exp_avg_sq) = tensors.remove(&format!("{path}.exp_avg_sq")) else {
                 return Err(Error::Input(format!(
                     "optimizer state: {path}.exp_avg has no matching exp_avg_sq"
                 )));
             };
-            let tensor = |v: &Vec<f32>| {
-                Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), device)
-            };
             moments.insert(
-                path.to_string(),
+                path,
                 Moments {
-                    exp_avg: tensor(values),
-                    exp_avg_sq: tensor(sq),
+                    exp_avg: tensor(exp_avg),
+                    exp_avg_sq: tensor(exp_avg_sq),
                 },
             );
         }
