@@ -35,7 +35,7 @@ pub enum Error {
     #[error("{file}: not a readable Parquet file: {reason}")]
     CorruptParquet {
         /// The file.
-        file: PathBuf,
+        file: String,
         /// What the reader said.
         reason: String,
     },
@@ -43,7 +43,7 @@ pub enum Error {
     #[error("{file}: missing column '{column}' ({context})")]
     MissingColumn {
         /// The file.
-        file: PathBuf,
+        file: String,
         /// The column name (after mapping).
         column: String,
         /// What the column is needed for.
@@ -53,7 +53,7 @@ pub enum Error {
     #[error("{file}: column '{column}' has type {found}, expected {expected}")]
     WrongType {
         /// The file.
-        file: PathBuf,
+        file: String,
         /// The column.
         column: String,
         /// The type found.
@@ -65,9 +65,9 @@ pub enum Error {
     #[error("{file}: column '{column}' is {found} here but {expected} in {first}")]
     SchemaMismatch {
         /// The file that differs.
-        file: PathBuf,
+        file: String,
         /// The first file, whose schema sets the expectation.
-        first: PathBuf,
+        first: String,
         /// The column.
         column: String,
         /// The type in `first`.
@@ -81,7 +81,7 @@ pub enum Error {
     )]
     ListLengthMismatch {
         /// The file.
-        file: PathBuf,
+        file: String,
         /// The offending row's prompt id.
         prompt_id: String,
         /// The responses column.
@@ -124,6 +124,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An object-store request failed (unreachable server, denied access, missing bucket).
+    #[error("{location}: {message}")]
+    Storage {
+        /// The file, directory or URL involved.
+        location: String,
+        /// What the store said, with a hint for the usual causes.
+        message: String,
+    },
     /// An error from the query engine.
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
@@ -151,7 +159,7 @@ impl Error {
                 e.find_root(),
                 DataFusionError::Execution(_) | DataFusionError::ParquetError(_)
             ),
-            Self::Config { .. } | Self::Io { .. } | Self::Arrow(_) => false,
+            Self::Config { .. } | Self::Io { .. } | Self::Storage { .. } | Self::Arrow(_) => false,
         }
     }
 

@@ -15,7 +15,6 @@
 //! A missing `prompt_id` is derived as the sha256 hex of the prompt (the Hugging Face
 //! convention). Every other column is kept as it is.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray, UInt32Array};
@@ -107,7 +106,7 @@ const ALIASES: &[(&str, &[&str])] = &[
 #[derive(Debug, Clone)]
 pub struct PairSchema {
     /// The file the layout was read from (for messages).
-    pub file: std::path::PathBuf,
+    pub file: String,
     /// `Plain` or `HfBinarized` (never `Auto`).
     pub format: InputFormat,
     /// The input's own schema.
@@ -147,7 +146,7 @@ fn utf8(t: &DataType) -> DataType {
 
 impl PairSchema {
     /// Works out the layout of `schema` (read from `file`) under `format`.
-    pub fn detect(file: &Path, schema: &SchemaRef, format: InputFormat) -> Result<Self> {
+    pub fn detect(file: &str, schema: &SchemaRef, format: InputFormat) -> Result<Self> {
         let has = |name: &str| schema.index_of(name).is_ok();
         let mut names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         for (canonical, aliases) in ALIASES {
@@ -167,7 +166,7 @@ impl PairSchema {
         let Some(chosen) = field_of("chosen") else {
             let responses = has("all_generated_responses") || has("response") || has("reward");
             return Err(Error::MissingColumn {
-                file: file.to_path_buf(),
+                file: file.to_string(),
                 column: "chosen".into(),
                 context: if responses {
                     "this is a table of responses (wide or long layout); run `prefsmith select` \
@@ -185,7 +184,7 @@ impl PairSchema {
             InputFormat::Plain
         } else {
             return Err(Error::WrongType {
-                file: file.to_path_buf(),
+                file: file.to_string(),
                 column: chosen.name().clone(),
                 found: chosen.data_type().to_string(),
                 expected: "a string or a list of {content, role} messages".into(),
@@ -209,7 +208,7 @@ impl PairSchema {
             given if given == detected => given,
             given => {
                 return Err(Error::WrongType {
-                    file: file.to_path_buf(),
+                    file: file.to_string(),
                     column: chosen.name().clone(),
                     found: chosen.data_type().to_string(),
                     expected: if given == InputFormat::Plain {
@@ -223,7 +222,7 @@ impl PairSchema {
         for column in ["prompt", "rejected"] {
             let Some(field) = field_of(column) else {
                 return Err(Error::MissingColumn {
-                    file: file.to_path_buf(),
+                    file: file.to_string(),
                     column: column.into(),
                     context: "a pair table needs prompt, chosen and rejected".into(),
                 });
@@ -237,7 +236,7 @@ impl PairSchema {
             };
             if !ok {
                 return Err(Error::WrongType {
-                    file: file.to_path_buf(),
+                    file: file.to_string(),
                     column: field.name().clone(),
                     found: field.data_type().to_string(),
                     expected: format!("the same type as 'chosen' ({})", chosen.data_type()),
@@ -247,7 +246,7 @@ impl PairSchema {
         let derive_prompt_id = field_of("prompt_id").is_none();
         if derive_prompt_id && !is_string(field_of("prompt").expect("checked").data_type()) {
             return Err(Error::MissingColumn {
-                file: file.to_path_buf(),
+                file: file.to_string(),
                 column: "prompt_id".into(),
                 context: "it is derived from a string prompt only; this prompt is a message list"
                     .into(),
@@ -261,7 +260,7 @@ impl PairSchema {
             fields.push(Field::new(name, utf8(field.data_type()), true));
         }
         Ok(Self {
-            file: file.to_path_buf(),
+            file: file.to_string(),
             format,
             source: Arc::clone(schema),
             names,
@@ -314,7 +313,7 @@ impl PairSchema {
     pub fn refuse_existing(&self, column: &str, why: &str) -> Result<()> {
         if self.has(column) {
             return Err(Error::InvalidData {
-                context: self.file.display().to_string(),
+                context: self.file.clone(),
                 message: format!("already has a '{column}' column ({why})"),
             });
         }
@@ -335,7 +334,7 @@ impl PairSchema {
             for row in 0..batch.num_rows() {
                 let Some(prompt) = string_at(prompts, row) else {
                     return Err(Error::InvalidData {
-                        context: format!("{}: column 'prompt'", self.file.display()),
+                        context: format!("{}: column 'prompt'", self.file),
                         message: format!(
                             "row {row} has a null prompt; its prompt_id cannot be derived"
                         ),
@@ -371,10 +370,10 @@ pub struct PairInput {
 
 impl PairInput {
     /// Resolves `spec` and works out its layout under `format` (footers only).
-    pub fn open(spec: &str, format: InputFormat) -> Result<Self> {
-        let files = input::resolve(spec)?;
-        let infos = files.infos()?;
-        let schema = PairSchema::detect(&infos[0].path, &infos[0].schema, format)?;
+    pub async fn open(spec: &str, format: InputFormat) -> Result<Self> {
+        let files = input::resolve(spec).await?;
+        let infos = files.infos().await?;
+        let schema = PairSchema::detect(&infos[0].location.to_string(), &infos[0].schema, format)?;
         for info in &infos[1..] {
             if info.schema.fields().len() != schema.source.fields().len()
                 || info
@@ -385,11 +384,8 @@ impl PairInput {
                     .any(|(a, b)| a.name() != b.name())
             {
                 return Err(Error::InvalidData {
-                    context: info.path.display().to_string(),
-                    message: format!(
-                        "its columns differ from those of {}",
-                        infos[0].path.display()
-                    ),
+                    context: info.location.to_string(),
+                    message: format!("its columns differ from those of {}", infos[0].location),
                 });
             }
         }
@@ -578,7 +574,7 @@ mod tests {
             ("chosen_reward", DataType::Float64),
             ("rejected_reward", DataType::Float64),
         ]);
-        let p = PairSchema::detect(Path::new("x.parquet"), &s, InputFormat::Auto).unwrap();
+        let p = PairSchema::detect("x.parquet", &s, InputFormat::Auto).unwrap();
         assert_eq!(p.format, InputFormat::Plain);
         let names: Vec<&str> = p
             .canonical()
@@ -608,9 +604,9 @@ mod tests {
             ("chosen", messages()),
             ("rejected", messages()),
         ]);
-        let p = PairSchema::detect(Path::new("hf.parquet"), &hf, InputFormat::Auto).unwrap();
+        let p = PairSchema::detect("hf.parquet", &hf, InputFormat::Auto).unwrap();
         assert!(p.conversational());
-        let err = PairSchema::detect(Path::new("hf.parquet"), &hf, InputFormat::Plain)
+        let err = PairSchema::detect("hf.parquet", &hf, InputFormat::Plain)
             .unwrap_err()
             .to_string();
         assert!(
@@ -621,7 +617,7 @@ mod tests {
             ("prompt", DataType::Utf8),
             ("all_generated_responses", DataType::Utf8),
         ]);
-        let err = PairSchema::detect(Path::new("w.parquet"), &wide, InputFormat::Auto)
+        let err = PairSchema::detect("w.parquet", &wide, InputFormat::Auto)
             .unwrap_err()
             .to_string();
         assert!(err.contains("prefsmith select"), "{err}");

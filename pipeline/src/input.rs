@@ -2,83 +2,129 @@
 //! Parquet, which layout the columns describe, and whether every column has a usable type —
 //! all checked from the files' footers before any data is read, so that errors name the file.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use datafusion::parquet::file::metadata::ParquetMetaData;
 use datafusion::parquet::file::statistics::Statistics;
+use futures::StreamExt;
 
 use crate::config::ColumnMap;
 use crate::error::{Error, Result};
 use crate::manifest::{MANIFEST_FILE, Manifest};
+use crate::storage::{Location, ParquetSource};
 
-/// The Parquet files an input path names, in the order that defines row order.
+/// The Parquet files an input path or URL names, in the order that defines row order.
 #[derive(Debug, Clone)]
 pub struct InputFiles {
-    /// The path as the user gave it.
+    /// The path or URL as the user gave it.
     pub spec: String,
     /// Files, sorted by path (or in manifest order for a stage output).
-    pub files: Vec<PathBuf>,
+    pub files: Vec<Location>,
     /// Whether the input is a complete stage output (a directory with a manifest).
     pub stage_output: bool,
 }
 
-/// Resolves a file, a directory (a stage output is read through its manifest) or a glob. A
-/// directory with part files but no manifest is an incomplete stage output and an error.
-pub fn resolve(spec: &str) -> Result<InputFiles> {
-    resolve_with(spec, false)
+/// Resolves a file, a directory or prefix (a stage output is read through its manifest) or a
+/// glob, on any store. A directory with part files but no manifest is an incomplete stage
+/// output and an error.
+pub async fn resolve(spec: &str) -> Result<InputFiles> {
+    resolve_with(spec, false).await
 }
 
 /// As [`resolve`], but reads an incomplete stage output's Parquet files too (for `inspect`).
-pub fn resolve_any(spec: &str) -> Result<InputFiles> {
-    resolve_with(spec, true)
+pub async fn resolve_any(spec: &str) -> Result<InputFiles> {
+    resolve_with(spec, true).await
 }
 
-fn resolve_with(spec: &str, allow_incomplete: bool) -> Result<InputFiles> {
-    let path = Path::new(spec);
-    if spec.contains(['*', '?', '[']) {
-        let pattern =
-            glob::glob(spec).map_err(|e| Error::config(spec, format!("bad glob pattern: {e}")))?;
-        let mut files: Vec<PathBuf> = pattern
-            .filter_map(std::result::Result::ok)
-            .filter(|p| p.is_file())
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            return Err(Error::NoInputFiles { path: spec.into() });
+/// Whether a listed name is data: a `.parquet` file whose path has no hidden (`.`) or
+/// internal (`_`) segment.
+fn is_data_file(relative: &str) -> bool {
+    relative.ends_with(".parquet")
+        && relative
+            .split('/')
+            .all(|segment| !segment.starts_with('.') && !segment.starts_with('_'))
+}
+
+async fn resolve_glob(spec: &str) -> Result<InputFiles> {
+    let pattern_error =
+        |e: glob::PatternError| Error::config(spec, format!("bad glob pattern: {e}"));
+    // The listing starts at the last directory before the first wildcard.
+    let wildcard = spec.find(['*', '?', '[']).unwrap_or(spec.len());
+    let (root_spec, pattern) = match spec[..wildcard].rfind('/') {
+        Some(slash) => (&spec[..=slash], &spec[slash + 1..]),
+        None => (".", spec),
+    };
+    let root = Location::parse(root_spec)?;
+    let matcher = glob::Pattern::new(pattern).map_err(pattern_error)?;
+    let options = glob::MatchOptions {
+        require_literal_separator: true,
+        ..Default::default()
+    };
+    let mut files = Vec::new();
+    for (location, _) in root.list().await? {
+        let Some(relative) = root.relative_name(&location) else {
+            continue;
+        };
+        if matcher.matches_with(&relative, options) && is_data_file(&relative) {
+            files.push(location);
         }
+    }
+    if files.is_empty() {
+        return Err(Error::NoInputFiles { path: spec.into() });
+    }
+    Ok(InputFiles {
+        spec: spec.into(),
+        files,
+        stage_output: false,
+    })
+}
+
+async fn resolve_with(spec: &str, allow_incomplete: bool) -> Result<InputFiles> {
+    if spec.contains(['*', '?', '[']) {
+        return resolve_glob(spec).await;
+    }
+    let location = Location::parse(spec)?;
+    if let Some(meta) = location.head().await? {
+        let mut file = location;
+        file.set_size(meta.size);
         return Ok(InputFiles {
             spec: spec.into(),
-            files,
+            files: vec![file],
             stage_output: false,
         });
     }
-    if path.is_file() {
-        return Ok(InputFiles {
-            spec: spec.into(),
-            files: vec![path.to_path_buf()],
-            stage_output: false,
-        });
-    }
-    if !path.is_dir() {
-        return Err(Error::NotFound { path: spec.into() });
-    }
-    let manifest_path = path.join(MANIFEST_FILE);
-    if manifest_path.is_file() {
-        let manifest = Manifest::read(&manifest_path)?;
-        let files = manifest
-            .parts
-            .iter()
-            .map(|p| path.join(&p.path))
-            .collect::<Vec<_>>();
-        if let Some(missing) = files.iter().find(|f| !f.is_file()) {
-            return Err(Error::InvalidData {
-                context: manifest_path.display().to_string(),
-                message: format!("lists {} but the file is missing", missing.display()),
-            });
+    let manifest_location = location.child(MANIFEST_FILE);
+    if let Some(manifest) = Manifest::read_at(&manifest_location).await? {
+        let listing: std::collections::HashMap<String, u64> = location
+            .list()
+            .await?
+            .into_iter()
+            .filter_map(|(l, meta)| location.relative_name(&l).map(|n| (n, meta.size)))
+            .collect();
+        let mut files = Vec::with_capacity(manifest.parts.len());
+        for part in &manifest.parts {
+            let mut file = location.child(&part.path);
+            match listing.get(&part.path) {
+                Some(&size) if size == part.bytes => file.set_size(size),
+                Some(&size) => {
+                    return Err(Error::InvalidData {
+                        context: manifest_location.to_string(),
+                        message: format!(
+                            "lists {file} with {} bytes but the object has {size}",
+                            part.bytes
+                        ),
+                    });
+                }
+                None => {
+                    return Err(Error::InvalidData {
+                        context: manifest_location.to_string(),
+                        message: format!("lists {file} but the file is missing"),
+                    });
+                }
+            }
+            files.push(file);
         }
         return Ok(InputFiles {
             spec: spec.into(),
@@ -86,20 +132,24 @@ fn resolve_with(spec: &str, allow_incomplete: bool) -> Result<InputFiles> {
             stage_output: true,
         });
     }
+    let listing = location.list().await?;
+    // An empty local directory exists (and holds no Parquet); an empty S3 prefix does not.
+    let empty_dir = location.local_path().is_some_and(|p| p.is_dir());
+    if listing.is_empty() && !empty_dir {
+        return Err(Error::NotFound { path: spec.into() });
+    }
     let mut files = Vec::new();
     let mut has_parts = false;
-    for entry in std::fs::read_dir(path).map_err(Error::io(path))? {
-        let p = entry.map_err(Error::io(path))?.path();
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        has_parts |= name.starts_with("part-");
-        if p.is_file() && name.ends_with(".parquet") && !name.starts_with('.') {
-            files.push(p);
+    for (file, _) in listing {
+        let relative = location.relative_name(&file).unwrap_or_default();
+        has_parts |= file.file_name().starts_with("part-");
+        if is_data_file(&relative) {
+            files.push(file);
         }
     }
     if has_parts && !allow_incomplete {
         return Err(Error::IncompleteStageOutput { path: spec.into() });
     }
-    files.sort();
     if files.is_empty() {
         return Err(Error::NoInputFiles { path: spec.into() });
     }
@@ -114,33 +164,46 @@ fn resolve_with(spec: &str, allow_incomplete: bool) -> Result<InputFiles> {
 #[derive(Debug, Clone)]
 pub struct FileInfo {
     /// The file.
-    pub path: PathBuf,
+    pub location: Location,
     /// Its Arrow schema.
     pub schema: SchemaRef,
     /// Rows in the file.
     pub rows: u64,
-    /// Bytes on disk.
+    /// Bytes.
     pub bytes: u64,
+    /// The store's version tag (S3 ETag; local: inode, size and modification time).
+    pub etag: Option<String>,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub modified_nanos: i64,
     metadata: Arc<ParquetMetaData>,
 }
 
 impl FileInfo {
     /// Reads a file's footer; a file that is not Parquet, or is truncated, is a named error.
-    pub fn read(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(Error::io(path))?;
-        let bytes = file.metadata().map_err(Error::io(path))?.len();
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::CorruptParquet {
-                file: path.to_path_buf(),
+    pub async fn read(location: &Location) -> Result<Self> {
+        let Some(meta) = location.head().await? else {
+            return Err(Error::NotFound {
+                path: location.to_string(),
+            });
+        };
+        let mut location = location.clone();
+        location.set_size(meta.size);
+        let mut reader = ParquetSource::open(&location).await?;
+        let loaded = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
+            .await
+            .map_err(|e| Error::CorruptParquet {
+                file: location.to_string(),
                 reason: e.to_string(),
             })?;
-        let metadata = Arc::clone(builder.metadata());
+        let metadata = Arc::clone(loaded.metadata());
         let rows = metadata.file_metadata().num_rows().max(0) as u64;
         Ok(Self {
-            path: path.to_path_buf(),
-            schema: Arc::clone(builder.schema()),
+            location,
+            schema: Arc::clone(loaded.schema()),
             rows,
-            bytes,
+            bytes: meta.size,
+            etag: meta.e_tag.clone(),
+            modified_nanos: meta.last_modified.timestamp_nanos_opt().unwrap_or(0),
             metadata,
         })
     }
@@ -178,9 +241,15 @@ impl FileInfo {
 }
 
 impl InputFiles {
-    /// Every file's footer, in order (a named error for a file that is not readable Parquet).
-    pub fn infos(&self) -> Result<Vec<FileInfo>> {
-        self.files.iter().map(|f| FileInfo::read(f)).collect()
+    /// Every file's footer, in order (a named error for a file that is not readable Parquet);
+    /// several footers are fetched at once, which matters on S3.
+    pub async fn infos(&self) -> Result<Vec<FileInfo>> {
+        futures::stream::iter(self.files.iter().map(FileInfo::read))
+            .buffered(16)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
     }
 }
 
@@ -239,7 +308,7 @@ fn is_list_of(t: &DataType, item: impl Fn(&DataType) -> bool) -> bool {
 
 /// Checks that a column exists in `schema` with an acceptable type.
 fn check_column(
-    file: &Path,
+    file: &str,
     schema: &Schema,
     column: &str,
     context: &str,
@@ -248,14 +317,14 @@ fn check_column(
 ) -> Result<()> {
     let Ok(field) = schema.field_with_name(column) else {
         return Err(Error::MissingColumn {
-            file: file.to_path_buf(),
+            file: file.to_string(),
             column: column.into(),
             context: context.into(),
         });
     };
     if !ok(field.data_type()) {
         return Err(Error::WrongType {
-            file: file.to_path_buf(),
+            file: file.to_string(),
             column: column.into(),
             found: type_name(field.data_type()),
             expected: expected.into(),
@@ -266,12 +335,12 @@ fn check_column(
 
 /// Reads every footer, detects the layout from the first file's columns (unless `forced`
 /// names it) and checks every file against it.
-pub fn validate(
+pub async fn validate(
     files: InputFiles,
     columns: &ColumnMap,
     forced: Option<Layout>,
 ) -> Result<ValidatedInput> {
-    let infos = files.infos()?;
+    let infos = files.infos().await?;
     let first = &infos[0];
     let has = |name: &str| first.schema.field_with_name(name).is_ok();
     // A list-typed scores column means wide; `--reward-column` may name one column for both.
@@ -289,7 +358,7 @@ pub fn validate(
         Layout::Long
     } else {
         return Err(Error::MissingColumn {
-            file: first.path.clone(),
+            file: first.location.to_string(),
             column: format!("{}' or '{}", columns.scores, columns.reward),
             context: format!(
                 "expected the wide layout ({}, {}, {}) or the long layout ({}, {}, {}, {}); found {}",
@@ -313,7 +382,8 @@ pub fn validate(
     let has_prompt_id = has(&columns.prompt_id);
     let has_response_index = layout == Layout::Long && has(&columns.response_index);
     for info in &infos {
-        let (file, schema) = (info.path.as_path(), info.schema.as_ref());
+        let file_name = info.location.to_string();
+        let (file, schema) = (file_name.as_str(), info.schema.as_ref());
         check_column(
             file,
             schema,
@@ -395,8 +465,8 @@ pub fn validate(
             ) && a.data_type() != b.data_type()
             {
                 return Err(Error::SchemaMismatch {
-                    file: info.path.clone(),
-                    first: first.path.clone(),
+                    file: info.location.to_string(),
+                    first: first.location.to_string(),
                     column: name.clone(),
                     expected: type_name(a.data_type()),
                     found: type_name(b.data_type()),
@@ -405,12 +475,9 @@ pub fn validate(
         }
         if !has_prompt_id && schema.field_with_name(&columns.prompt_id).is_ok() {
             return Err(Error::MissingColumn {
-                file: first.path.clone(),
+                file: first.location.to_string(),
                 column: columns.prompt_id.clone(),
-                context: format!(
-                    "present in {} but not in the first file",
-                    info.path.display()
-                ),
+                context: format!("present in {} but not in the first file", info.location),
             });
         }
     }

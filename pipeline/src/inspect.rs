@@ -1,8 +1,6 @@
 //! `prefsmith inspect`: a per-dataset summary — files, layout, prompts, responses per prompt,
 //! invalid rewards, reward quantiles — and whether a directory is a complete stage output.
 
-use std::path::Path;
-
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 use serde::Serialize;
@@ -52,23 +50,25 @@ const QUANTILES: [f64; 7] = [0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0];
 
 /// Summarises the dataset at `path`.
 pub async fn inspect(path: &str, columns: &ColumnMap) -> Result<Summary> {
-    let dir = Path::new(path);
-    let stage_output = if dir.is_dir() {
-        match Manifest::read_dir(dir)? {
+    let location = crate::storage::Location::parse(path)?;
+    let stage_output = if location.head().await?.is_none() {
+        match Manifest::read_dir(&location).await? {
             Some(m) => format!(
                 "complete (stage {}, {} part{})",
                 m.stage,
                 m.parts.len(),
                 if m.parts.len() == 1 { "" } else { "s" }
             ),
-            None if input::resolve(path).is_err() => "incomplete (no _manifest.json)".to_string(),
+            None if input::resolve(path).await.is_err() => {
+                "incomplete (no _manifest.json)".to_string()
+            }
             None => "not a stage output".to_string(),
         }
     } else {
         "not a stage output".to_string()
     };
-    let files = input::resolve_any(path)?;
-    let infos = files.infos()?;
+    let files = input::resolve_any(path).await?;
+    let infos = files.infos().await?;
     let schema = &infos[0].schema;
     let has = |c: &str| schema.field_with_name(c).is_ok();
     let mut summary = Summary {
@@ -105,7 +105,7 @@ pub async fn inspect(path: &str, columns: &ColumnMap) -> Result<Summary> {
             format!("SELECT {pid} AS id, 1 AS n FROM t"),
         )
     } else {
-        let probe = input::validate(files, columns, None);
+        let probe = input::validate(files, columns, None).await;
         match probe.map(|v| v.layout) {
             Ok(Layout::Wide) => {
                 summary.layout = "wide".into();

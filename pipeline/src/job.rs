@@ -3,8 +3,6 @@
 //! config hash is up to date and is skipped (unless forced), so a rerun after a crash resumes
 //! at the first stage without a valid manifest.
 
-use std::path::{Path, PathBuf};
-
 use tracing::info;
 
 use crate::config::{JobConfig, StageConfig};
@@ -19,8 +17,8 @@ use crate::stages::{augment, clean, export, route, select_margin, synth};
 pub struct StageRun {
     /// The stage's kind.
     pub kind: &'static str,
-    /// Its output directory.
-    pub output: PathBuf,
+    /// Its output directory (path or URL).
+    pub output: String,
     /// The manifest now in the output directory.
     pub manifest: Manifest,
     /// Whether the stage was up to date and not run again.
@@ -37,26 +35,25 @@ pub async fn run(
     if job.stages.is_empty() {
         return Err(Error::config(source_name, "the job has no stages"));
     }
-    let mut previous: Option<PathBuf> = None;
+    let mut previous: Option<String> = None;
     let mut runs = Vec::new();
     for (i, stage) in job.stages.iter().enumerate() {
         let key = format!("{source_name}: stages[{i}] ({})", stage.kind());
-        let output = PathBuf::from(
-            stage
-                .output()
-                .ok_or_else(|| Error::config(&key, "missing key 'output'"))?,
-        );
+        let output = stage
+            .output()
+            .ok_or_else(|| Error::config(&key, "missing key 'output'"))?
+            .to_string();
         let run = match stage {
             StageConfig::Synth(config) => {
                 let hash = synth::synth_config_hash(config);
-                match up_to_date(&output, "synth", &hash, force)? {
+                match up_to_date(&output, "synth", &hash, force).await? {
                     Some(manifest) => skip("synth", output.clone(), manifest),
-                    None => fresh("synth", output.clone(), synth::run(config, &output)?),
+                    None => fresh("synth", output.clone(), synth::run(config, &output).await?),
                 }
             }
             StageConfig::Route(config) => {
                 let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
-                let hash = config.hash(&input::resolve(&input)?.infos()?);
+                let hash = config.hash(&input::resolve(&input).await?.infos().await?);
                 run_unless_up_to_date("route", &output, &hash, force, || {
                     route::run(config, &input, &output)
                 })
@@ -64,7 +61,7 @@ pub async fn run(
             }
             StageConfig::Augment(config) => {
                 let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
-                let hash = config.hash(&input::resolve(&input)?.infos()?);
+                let hash = config.hash(&input::resolve(&input).await?.infos().await?);
                 run_unless_up_to_date("augment", &output, &hash, force, || {
                     augment::run(config, &input, &output)
                 })
@@ -72,7 +69,7 @@ pub async fn run(
             }
             StageConfig::Clean(config) => {
                 let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
-                let hash = config.hash(&input::resolve(&input)?.infos()?);
+                let hash = config.hash(&input::resolve(&input).await?.infos().await?);
                 run_unless_up_to_date("clean", &output, &hash, force, || {
                     clean::run(config, &input, &output)
                 })
@@ -80,7 +77,7 @@ pub async fn run(
             }
             StageConfig::SelectMargin(config) => {
                 let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
-                let hash = config.hash(&input::resolve(&input)?.infos()?);
+                let hash = config.hash(&input::resolve(&input).await?.infos().await?);
                 run_unless_up_to_date("select-margin", &output, &hash, force, || {
                     select_margin::run(config, &input, &output)
                 })
@@ -88,7 +85,7 @@ pub async fn run(
             }
             StageConfig::Export(config) => {
                 let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
-                let hash = config.hash(&input::resolve(&input)?.infos()?);
+                let hash = config.hash(&input::resolve(&input).await?.infos().await?);
                 run_unless_up_to_date("export", &output, &hash, force, || {
                     export::run(config, &input, &output)
                 })
@@ -97,12 +94,13 @@ pub async fn run(
             StageConfig::Select(config) => {
                 let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
                 let validated = input::validate(
-                    input::resolve(&input)?,
+                    input::resolve(&input).await?,
                     &config.columns,
                     config.input_format.response_layout()?,
-                )?;
+                )
+                .await?;
                 let hash = select::select_config_hash(config, &validated);
-                match up_to_date(&output, "select", &hash, force)? {
+                match up_to_date(&output, "select", &hash, force).await? {
                     Some(manifest) => skip("select", output.clone(), manifest),
                     None => fresh(
                         "select",
@@ -121,7 +119,7 @@ pub async fn run(
 /// Runs a stage through `run` unless `output` already holds its manifest with `hash`.
 async fn run_unless_up_to_date<F, Fut>(
     kind: &'static str,
-    output: &Path,
+    output: &str,
     hash: &str,
     force: bool,
     run: F,
@@ -130,30 +128,38 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<Manifest>>,
 {
-    Ok(match up_to_date(output, kind, hash, force)? {
-        Some(manifest) => skip(kind, output.to_path_buf(), manifest),
-        None => fresh(kind, output.to_path_buf(), run().await?),
+    Ok(match up_to_date(output, kind, hash, force).await? {
+        Some(manifest) => skip(kind, output.to_string(), manifest),
+        None => fresh(kind, output.to_string(), run().await?),
     })
 }
 
 /// A stage's input: its own `input`, else the previous stage's output.
-fn stage_input(own: Option<&String>, previous: Option<&PathBuf>, key: &str) -> Result<String> {
+fn stage_input(own: Option<&String>, previous: Option<&String>, key: &str) -> Result<String> {
     match (own, previous) {
         (Some(input), _) => Ok(input.clone()),
-        (None, Some(prev)) => Ok(prev.display().to_string()),
+        (None, Some(prev)) => Ok(prev.clone()),
         (None, None) => Err(Error::config(key, "the first stage needs an 'input'")),
     }
 }
 
-fn up_to_date(output: &Path, stage: &str, hash: &str, force: bool) -> Result<Option<Manifest>> {
+async fn up_to_date(
+    output: &str,
+    stage: &str,
+    hash: &str,
+    force: bool,
+) -> Result<Option<Manifest>> {
     if force {
         return Ok(None);
     }
-    Ok(Manifest::read_dir(output)?.filter(|m| m.stage == stage && m.config_hash == hash))
+    let dir = crate::storage::Location::parse(output)?;
+    Ok(Manifest::read_dir(&dir)
+        .await?
+        .filter(|m| m.stage == stage && m.config_hash == hash))
 }
 
-fn skip(kind: &'static str, output: PathBuf, manifest: Manifest) -> StageRun {
-    info!(stage = kind, output = %output.display(), "up to date (same config and inputs); skipped");
+fn skip(kind: &'static str, output: String, manifest: Manifest) -> StageRun {
+    info!(stage = kind, output = %output, "up to date (same config and inputs); skipped");
     StageRun {
         kind,
         output,
@@ -162,7 +168,7 @@ fn skip(kind: &'static str, output: PathBuf, manifest: Manifest) -> StageRun {
     }
 }
 
-fn fresh(kind: &'static str, output: PathBuf, manifest: Manifest) -> StageRun {
+fn fresh(kind: &'static str, output: String, manifest: Manifest) -> StageRun {
     StageRun {
         kind,
         output,

@@ -20,5 +20,6 @@ pub mod reader;
 pub mod session;
 pub mod sql;
 pub mod stages;
+pub mod storage;
 
 pub use error::{Error, Result};

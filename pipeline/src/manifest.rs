@@ -4,26 +4,29 @@
 //!
 //! 1. `begin` deletes an old manifest first, so a crash from here on leaves a directory that
 //!    reads as incomplete;
-//! 2. parts are written under a temporary name and renamed when finished, so no part is ever
-//!    half-written under its final name;
+//! 2. a part becomes visible only when it is complete, on every store: local files are written
+//!    to a staging file and renamed, S3 objects are one PUT or a multipart upload that is
+//!    completed last (an abandoned upload is aborted and never listed);
 //! 3. `commit` deletes parts the new manifest does not list (left by an earlier, larger run),
-//!    then writes the manifest (temporary file, fsync, rename) last.
+//!    then writes the manifest, in one request, last.
+//!
+//! The same protocol runs on local disk, S3 and in-memory stores: a directory is a
+//! [`Location`] prefix.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::metadata::SortingColumn;
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::schema::types::ColumnPath;
+use object_store::buffered::BufWriter;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::storage::{Location, settings};
 
 /// The manifest's file name.
 pub const MANIFEST_FILE: &str = "_manifest.json";
@@ -44,18 +47,22 @@ pub struct PartInfo {
 pub struct InputInfo {
     /// The path as read.
     pub path: String,
-    /// Bytes on disk.
+    /// Bytes.
     pub bytes: u64,
     /// Rows.
     pub rows: u64,
+    /// The store's version tag of the object read (S3: its ETag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
 }
 
 impl From<&crate::input::FileInfo> for InputInfo {
     fn from(info: &crate::input::FileInfo) -> Self {
         Self {
-            path: info.path.display().to_string(),
+            path: info.location.to_string(),
             bytes: info.bytes,
             rows: info.rows,
+            etag: info.etag.clone(),
         }
     }
 }
@@ -120,23 +127,23 @@ impl Manifest {
         }
     }
 
-    /// Reads a manifest.
-    pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
-        serde_json::from_str(&text).map_err(|e| Error::InvalidData {
-            context: path.display().to_string(),
-            message: format!("not a prefsmith manifest: {e}"),
-        })
+    /// Reads the manifest at `location` if there is one.
+    pub async fn read_at(location: &Location) -> Result<Option<Self>> {
+        if location.head().await?.is_none() {
+            return Ok(None);
+        }
+        let bytes = location.read_bytes().await?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::InvalidData {
+                context: location.to_string(),
+                message: format!("not a prefsmith manifest: {e}"),
+            })
     }
 
     /// Reads the manifest of a directory if there is one.
-    pub fn read_dir(dir: &Path) -> Result<Option<Self>> {
-        let path = dir.join(MANIFEST_FILE);
-        if path.is_file() {
-            Self::read(&path).map(Some)
-        } else {
-            Ok(None)
-        }
+    pub async fn read_dir(dir: &Location) -> Result<Option<Self>> {
+        Self::read_at(&dir.child(MANIFEST_FILE)).await
     }
 }
 
@@ -150,38 +157,36 @@ pub fn part_name(index: usize) -> String {
 
 /// Writes a stage's output directory under the stage contract.
 pub struct StageWriter {
-    dir: PathBuf,
+    dir: Location,
     schema: SchemaRef,
     max_rows_per_file: usize,
     properties: WriterProperties,
+    multipart_threshold: usize,
     parts: Vec<PartInfo>,
     current: Option<OpenPart>,
 }
 
 struct OpenPart {
-    writer: ArrowWriter<File>,
-    temp: PathBuf,
+    writer: AsyncArrowWriter<BufWriter>,
+    location: Location,
     name: String,
     rows: u64,
 }
 
 impl StageWriter {
-    /// Starts a stage output in `dir`: creates it, and deletes an old manifest first.
+    /// Starts a stage output in `dir`: deletes an old manifest first.
     /// `sorted_by` names the leading column the rows are sorted by, recorded in the Parquet
     /// metadata so that a later stage can stream instead of hashing.
-    pub fn begin(
-        dir: &Path,
+    pub async fn begin(
+        dir: &Location,
         schema: SchemaRef,
         max_rows_per_file: usize,
         sorted_by: Option<&str>,
     ) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-        let manifest = dir.join(MANIFEST_FILE);
-        match std::fs::remove_file(&manifest) {
-            Ok(()) => sync_dir(dir)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&manifest)(e)),
+        if let Some(local) = dir.local_path() {
+            std::fs::create_dir_all(&local).map_err(Error::io(&local))?;
         }
+        dir.child(MANIFEST_FILE).delete().await?;
         let sorting = sorted_by.and_then(|c| schema.index_of(c).ok()).map(|i| {
             vec![SortingColumn {
                 column_idx: i as i32,
@@ -203,10 +208,11 @@ impl StageWriter {
             .set_sorting_columns(sorting)
             .build();
         Ok(Self {
-            dir: dir.to_path_buf(),
+            dir: dir.clone(),
             schema,
-            max_rows_per_file,
+            max_rows_per_file: max_rows_per_file.max(1),
             properties,
+            multipart_threshold: settings()?.multipart_threshold_bytes,
             parts: Vec::new(),
             current: None,
         })
@@ -217,8 +223,13 @@ impl StageWriter {
         &self.schema
     }
 
+    /// The output directory.
+    pub fn dir(&self) -> &Location {
+        &self.dir
+    }
+
     /// Appends rows, starting a new part whenever the current one is full.
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         let mut offset = 0;
         while offset < batch.num_rows() {
             if self.current.is_none() {
@@ -230,55 +241,63 @@ impl StageWriter {
             let slice = batch.slice(offset, take);
             part.writer
                 .write(&slice)
-                .map_err(|e| write_error(&part.temp, e))?;
+                .await
+                .map_err(|e| write_error(&part.location, e))?;
             part.rows += take as u64;
             offset += take;
             if part.rows as usize >= self.max_rows_per_file {
-                self.close_part()?;
+                self.close_part().await?;
             }
         }
         Ok(())
     }
 
     /// Ends the current part so that the next rows start a new one (e.g. one part per shard).
-    pub fn finish_part(&mut self) -> Result<()> {
-        self.close_part()
+    pub async fn finish_part(&mut self) -> Result<()> {
+        self.close_part().await
     }
 
     fn open_part(&mut self) -> Result<()> {
         let name = part_name(self.parts.len());
-        let temp = self.dir.join(format!(".{name}.inprogress"));
-        let file = File::create(&temp).map_err(Error::io(&temp))?;
-        let writer = ArrowWriter::try_new(
-            file,
+        let location = self.dir.child(&name);
+        let sink = BufWriter::with_capacity(
+            std::sync::Arc::clone(location.store()),
+            location.path().clone(),
+            self.multipart_threshold,
+        );
+        let writer = AsyncArrowWriter::try_new(
+            sink,
             std::sync::Arc::clone(&self.schema),
             Some(self.properties.clone()),
         )
-        .map_err(|e| write_error(&temp, e))?;
+        .map_err(|e| write_error(&location, e))?;
         self.current = Some(OpenPart {
             writer,
-            temp,
+            location,
             name,
             rows: 0,
         });
         Ok(())
     }
 
-    fn close_part(&mut self) -> Result<()> {
+    async fn close_part(&mut self) -> Result<()> {
         let Some(part) = self.current.take() else {
             return Ok(());
         };
-        let file = part
-            .writer
-            .into_inner()
-            .map_err(|e| write_error(&part.temp, e))?;
-        file.sync_all().map_err(Error::io(&part.temp))?;
-        drop(file);
-        let target = self.dir.join(&part.name);
-        std::fs::rename(&part.temp, &target).map_err(Error::io(&target))?;
-        let bytes = std::fs::metadata(&target)
-            .map_err(Error::io(&target))?
-            .len();
+        // `close` writes the footer and completes the upload: only now does the part exist.
+        part.writer
+            .close()
+            .await
+            .map_err(|e| write_error(&part.location, e))?;
+        let bytes = match part.location.head().await? {
+            Some(meta) => meta.size,
+            None => {
+                return Err(Error::Storage {
+                    location: part.location.to_string(),
+                    message: "the part was written but the store does not list it".into(),
+                });
+            }
+        };
         self.parts.push(PartInfo {
             path: part.name,
             rows: part.rows,
@@ -289,62 +308,40 @@ impl StageWriter {
 
     /// Finishes the last part, removes parts the manifest does not list, and writes the
     /// manifest last. An output with no rows still gets one (empty) part, so it has a schema.
-    pub fn commit(mut self, mut manifest: Manifest) -> Result<Manifest> {
+    pub async fn commit(mut self, mut manifest: Manifest) -> Result<Manifest> {
         if self.parts.is_empty() && self.current.is_none() {
             self.open_part()?;
         }
-        self.close_part()?;
+        self.close_part().await?;
         let listed: Vec<&str> = self.parts.iter().map(|p| p.path.as_str()).collect();
-        for entry in std::fs::read_dir(&self.dir).map_err(Error::io(&self.dir))? {
-            let path = entry.map_err(Error::io(&self.dir))?.path();
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default()
-                .to_string();
-            let stale_part = name.starts_with("part-")
-                && name.ends_with(".parquet")
+        for (location, _) in self.dir.list().await? {
+            let name = self.dir.relative_name(&location).unwrap_or_default();
+            let file = location.file_name();
+            let stale_part = file.starts_with("part-")
+                && file.ends_with(".parquet")
                 && !listed.contains(&name.as_str());
-            let stale_temp = name.starts_with(".part-") && name.ends_with(".inprogress");
+            // Staging files of the earlier local writer.
+            let stale_temp = file.starts_with(".part-") && file.ends_with(".inprogress");
             if stale_part || stale_temp {
-                std::fs::remove_file(&path).map_err(Error::io(&path))?;
+                location.delete().await?;
             }
         }
         manifest.rows = self.parts.iter().map(|p| p.rows).sum();
         manifest.parts = std::mem::take(&mut self.parts);
-        let text = serde_json::to_string_pretty(&manifest).expect("a manifest always serializes");
-        let temp = self.dir.join(".manifest.inprogress");
-        let mut file = File::create(&temp).map_err(Error::io(&temp))?;
-        file.write_all(text.as_bytes()).map_err(Error::io(&temp))?;
-        file.write_all(b"\n").map_err(Error::io(&temp))?;
-        file.sync_all().map_err(Error::io(&temp))?;
-        let target = self.dir.join(MANIFEST_FILE);
-        std::fs::rename(&temp, &target).map_err(Error::io(&target))?;
-        sync_dir(&self.dir)?;
+        let mut text =
+            serde_json::to_string_pretty(&manifest).expect("a manifest always serializes");
+        text.push('\n');
+        self.dir
+            .child(MANIFEST_FILE)
+            .write_bytes(text.into_bytes())
+            .await?;
         Ok(manifest)
     }
 }
 
-impl Drop for StageWriter {
-    fn drop(&mut self) {
-        // An abandoned part (the stage failed) must not survive under any name a reader uses.
-        if let Some(part) = self.current.take() {
-            drop(part.writer);
-            let _ = std::fs::remove_file(&part.temp);
-        }
+fn write_error(location: &Location, e: impl std::fmt::Display) -> Error {
+    Error::Storage {
+        location: location.to_string(),
+        message: format!("writing failed: {e}"),
     }
-}
-
-fn write_error(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
-    }
-}
-
-/// Makes renames in `dir` durable.
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io(dir))
 }

@@ -5,7 +5,6 @@
 //! input sorted by prompt id.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch};
@@ -23,6 +22,7 @@ use futures::{StreamExt, TryStreamExt};
 pub use prefsmith_udfs::string_at;
 
 use crate::error::Result;
+use crate::storage::{Location, ParquetSource};
 
 /// Name of the column the reader adds when asked to number rows within each prompt.
 pub const ROW_INDEX_COLUMN: &str = "__response_index";
@@ -31,7 +31,7 @@ pub const ROW_INDEX_COLUMN: &str = "__response_index";
 /// prompt (`number_by` = the prompt id column).
 #[derive(Debug)]
 pub struct OrderedParquet {
-    files: Vec<PathBuf>,
+    files: Vec<Location>,
     columns: Vec<String>,
     number_by: Option<String>,
     schema: SchemaRef,
@@ -40,7 +40,7 @@ pub struct OrderedParquet {
 impl OrderedParquet {
     /// A reader over `files` whose (validated) schema is `file_schema`.
     pub fn new(
-        files: Vec<PathBuf>,
+        files: Vec<Location>,
         file_schema: &Schema,
         columns: Vec<String>,
         number_by: Option<String>,
@@ -108,7 +108,7 @@ impl PartitionStream for OrderedParquet {
 
 /// Every row of `files` (all columns of `schema`), in order: for stages that need the whole
 /// table, such as a global ranking.
-pub async fn read_all_in_order(files: &[PathBuf], schema: &Schema) -> Result<Vec<RecordBatch>> {
+pub async fn read_all_in_order(files: &[Location], schema: &Schema) -> Result<Vec<RecordBatch>> {
     let mut stream = stream_in_order(files, schema)?;
     let mut batches = Vec::new();
     while let Some(batch) = stream.next().await {
@@ -118,7 +118,7 @@ pub async fn read_all_in_order(files: &[PathBuf], schema: &Schema) -> Result<Vec
 }
 
 /// Every row of `files` (all columns of `schema`), in order, as a stream.
-pub fn stream_in_order(files: &[PathBuf], schema: &Schema) -> Result<SendableRecordBatchStream> {
+pub fn stream_in_order(files: &[Location], schema: &Schema) -> Result<SendableRecordBatchStream> {
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let reader = OrderedParquet::new(files.to_vec(), schema, columns, None)?;
     Ok(reader.execute(crate::session::new_context(1)?.task_ctx()))
@@ -129,7 +129,7 @@ pub fn stream_in_order(files: &[PathBuf], schema: &Schema) -> Result<SendableRec
 /// batch)` as soon as it is decoded (so the batches need not be held); the results come back
 /// in file order, rows in file order.
 pub async fn map_columns_in_order<T, F>(
-    files: &[PathBuf],
+    files: &[Location],
     columns: &[String],
     convert: F,
 ) -> Result<Vec<T>>
@@ -179,14 +179,15 @@ fn as_view(field: Field) -> Field {
 }
 
 async fn open(
-    file: PathBuf,
+    file: Location,
     columns: Vec<String>,
     batch_size: usize,
 ) -> datafusion::error::Result<impl futures::Stream<Item = datafusion::error::Result<RecordBatch>>>
 {
-    let named =
-        |e: &dyn std::fmt::Display| DataFusionError::Execution(format!("{}: {e}", file.display()));
-    let mut handle = tokio::fs::File::open(&file).await.map_err(|e| named(&e))?;
+    let named = |e: &dyn std::fmt::Display| DataFusionError::Execution(format!("{file}: {e}"));
+    let mut handle = ParquetSource::open(&file)
+        .await
+        .map_err(|e| DataFusionError::Execution(e.to_string()))?;
     let metadata = ArrowReaderMetadata::load_async(&mut handle, ArrowReaderOptions::new())
         .await
         .map_err(|e| named(&e))?;
@@ -228,8 +229,7 @@ async fn open(
     };
     let path = file.clone();
     Ok(stream.map(move |batch| {
-        let batch =
-            batch.map_err(|e| DataFusionError::Execution(format!("{}: {e}", path.display())))?;
+        let batch = batch.map_err(|e| DataFusionError::Execution(format!("{path}: {e}")))?;
         Ok(batch.project(&projected)?)
     }))
 }

@@ -1,12 +1,11 @@
 //! The DataFusion session every stage and `prefsmith sql` runs in: our functions registered,
 //! parallelism from the caller.
 
-use std::path::PathBuf;
-
 use datafusion::execution::FunctionRegistry;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 
 use crate::error::Result;
+use crate::storage::Location;
 
 /// A session with every prefsmith function registered. `threads` = 0 means one per core.
 pub fn new_context(threads: usize) -> Result<SessionContext> {
@@ -26,8 +25,11 @@ pub fn register_functions(registry: &mut dyn FunctionRegistry) -> Result<()> {
 }
 
 /// Registers Parquet `files` as table `name` (a parallel scan; any file name is accepted).
-pub async fn register_parquet(ctx: &SessionContext, name: &str, files: &[PathBuf]) -> Result<()> {
-    let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+pub async fn register_parquet(ctx: &SessionContext, name: &str, files: &[Location]) -> Result<()> {
+    for file in files {
+        file.register_with(ctx)?;
+    }
+    let paths: Vec<String> = files.iter().map(Location::table_url).collect();
     let options = ParquetReadOptions {
         file_extension: "",
         ..Default::default()

@@ -22,9 +22,9 @@ pub async fn context_with_tables(
 ) -> Result<SessionContext> {
     let ctx = new_context(threads)?;
     for (name, path) in tables {
-        let files = input::resolve(path)?;
+        let files = input::resolve(path).await?;
         for file in &files.files {
-            input::FileInfo::read(file)?;
+            input::FileInfo::read(file).await?;
         }
         register_parquet(&ctx, name, &files.files).await?;
     }

@@ -1,7 +1,5 @@
 //! `prefsmith augment`.
 
-use std::path::PathBuf;
-
 use prefsmith_pipeline::formats::InputFormat;
 use prefsmith_pipeline::manifest::Manifest;
 use prefsmith_pipeline::stages::augment::{self, AugmentConfig};
@@ -15,7 +13,7 @@ pub struct Args {
     input: String,
     /// Output directory.
     #[arg(long)]
-    output: PathBuf,
+    output: String,
     /// Prepend the goal to the first user message instead of adding a system message (chat
     /// templates without a system role).
     #[arg(long)]
@@ -28,7 +26,7 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = AugmentConfig {
         input: Some(args.input.clone()),
-        output: Some(args.output.display().to_string()),
+        output: Some(args.output.clone()),
         no_system_role: args.no_system_role,
         input_format: match &args.input_format {
             Some(f) => InputFormat::parse(f)?,
@@ -36,7 +34,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
     };
     let manifest = augment::run(&config, &args.input, &args.output).await?;
-    print_summary(&args.output.display().to_string(), &manifest);
+    print_summary(&args.output.clone(), &manifest);
     Ok(())
 }
 

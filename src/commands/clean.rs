@@ -15,7 +15,7 @@ pub struct Args {
     input: String,
     /// Output directory.
     #[arg(long)]
-    output: PathBuf,
+    output: String,
     /// Temperature T of the score matrix X_ij = (s_i − s_j)/T (default 1).
     #[arg(long)]
     temperature: Option<f64>,
@@ -39,7 +39,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         config.input_format = InputFormat::parse(format)?;
     }
     let manifest = clean::run(&config, &args.input, &args.output).await?;
-    print_summary(&args.output.display().to_string(), &manifest);
+    print_summary(&args.output.clone(), &manifest);
     Ok(())
 }
 

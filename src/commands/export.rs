@@ -1,7 +1,5 @@
 //! `prefsmith export`.
 
-use std::path::PathBuf;
-
 use prefsmith_pipeline::formats::InputFormat;
 use prefsmith_pipeline::manifest::Manifest;
 use prefsmith_pipeline::stages::export::{self, ExportConfig, ExportFormat};
@@ -14,7 +12,7 @@ pub struct Args {
     input: String,
     /// Output directory.
     #[arg(long)]
-    output: PathBuf,
+    output: String,
     /// The layout written: trl-standard (default), trl-conversational, openrlhf or nemo.
     #[arg(long, default_value = "trl-standard")]
     format: String,
@@ -26,7 +24,7 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = ExportConfig {
         input: Some(args.input.clone()),
-        output: Some(args.output.display().to_string()),
+        output: Some(args.output.clone()),
         format: ExportFormat::parse(&args.format)?,
         input_format: match &args.input_format {
             Some(f) => InputFormat::parse(f)?,
@@ -35,7 +33,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ..ExportConfig::default()
     };
     let manifest = export::run(&config, &args.input, &args.output).await?;
-    print_summary(&args.output.display().to_string(), &manifest);
+    print_summary(&args.output.clone(), &manifest);
     Ok(())
 }
 

@@ -76,7 +76,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => export::run(args).await,
         Command::Route(args) => route::run(args).await,
         Command::Sql(args) => sql::run(args, cli.threads).await,
-        Command::Synth(args) => synth::run(args),
+        Command::Synth(args) => synth::run(args).await,
         Command::Inspect(args) => inspect::run(args).await,
     }
 }

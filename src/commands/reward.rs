@@ -1,7 +1,5 @@
 //! `prefsmith reward`.
 
-use std::path::PathBuf;
-
 use prefsmith_trainer::stages::reward::{self, RewardConfig, RewardMode};
 
 use super::model_args::ModelArgs;
@@ -14,7 +12,7 @@ pub struct Args {
     input: String,
     /// Output directory: the input plus the reward column.
     #[arg(long)]
-    output: PathBuf,
+    output: String,
     #[command(flatten)]
     model: ModelArgs,
     /// auto (classifier if the model has a score head, else judge), judge or classifier.
@@ -39,7 +37,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         stat("responses"),
         stat("model").as_str().unwrap_or("?"),
         stat("mode").as_str().unwrap_or("?"),
-        args.output.display(),
+        args.output,
     );
     Ok(())
 }

@@ -14,7 +14,7 @@ pub struct Args {
     input: String,
     /// Output directory.
     #[arg(long)]
-    output: PathBuf,
+    output: String,
     /// Margin at or above which a pair goes to DPO (default 0.5).
     #[arg(long, allow_hyphen_values = true)]
     route_threshold: Option<f64>,
@@ -46,7 +46,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         config.input_format = InputFormat::parse(format)?;
     }
     let manifest = route::run(&config, &args.input, &args.output).await?;
-    print_summary(&args.output.display().to_string(), &manifest);
+    print_summary(&args.output.clone(), &manifest);
     Ok(())
 }
 

@@ -21,7 +21,7 @@ pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     let source = args.job.display().to_string();
     let runs = job::run(&config, &source, &RunOptions { threads }, args.force).await?;
     for stage in &runs {
-        let output = stage.output.display().to_string();
+        let output = stage.output.clone();
         match stage.kind {
             "select" => super::select::print_summary(&output, &stage.manifest),
             "clean" => super::clean::print_summary(&output, &stage.manifest),

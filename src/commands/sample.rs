@@ -1,7 +1,5 @@
 //! `prefsmith sample`.
 
-use std::path::PathBuf;
-
 use prefsmith_trainer::sampling::SamplingConfig;
 use prefsmith_trainer::stages::sample::{self, SampleConfig};
 
@@ -16,7 +14,7 @@ pub struct Args {
     prompts: String,
     /// Output directory (wide layout).
     #[arg(long)]
-    output: PathBuf,
+    output: String,
     #[command(flatten)]
     model: ModelArgs,
     /// Responses per prompt.
@@ -62,7 +60,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "sample: {} prompts × {} responses written to {} ({} tokens, {:.1} tokens/s)",
         stat("prompts"),
         args.n,
-        args.output.display(),
+        args.output,
         stat("generated_tokens"),
         stat("tokens_per_second").as_f64().unwrap_or(0.0),
     );

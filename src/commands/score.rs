@@ -1,7 +1,5 @@
 //! `prefsmith score`.
 
-use std::path::PathBuf;
-
 use prefsmith_pipeline::formats::InputFormat;
 use prefsmith_trainer::stages::score::{self, Role, ScoreConfig};
 use prefsmith_trainer::train::config::Truncation;
@@ -16,7 +14,7 @@ pub struct Args {
     input: String,
     /// Output directory: the input plus log-prob and token-count columns.
     #[arg(long)]
-    output: PathBuf,
+    output: String,
     /// policy (columns policy_logp_*) or reference (columns ref_logp_*).
     #[arg(long)]
     role: String,
@@ -70,7 +68,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         } else {
             ""
         },
-        args.output.display(),
+        args.output,
     );
     Ok(())
 }

@@ -16,7 +16,7 @@ pub struct Args {
     input: Option<String>,
     /// Output directory (part files + _manifest.json).
     #[arg(long)]
-    output: Option<PathBuf>,
+    output: Option<String>,
     /// sweet-spot (default), max-min, scalable or positions.
     #[arg(long)]
     strategy: Option<String>,
@@ -88,20 +88,18 @@ pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
         config.input = Some(input);
     }
     if let Some(output) = &args.output {
-        config.output = Some(output.display().to_string());
+        config.output = Some(output.clone());
     }
     let input = config
         .input
         .clone()
         .context("missing --input (or `input` in --config)")?;
-    let output = PathBuf::from(
-        config
-            .output
-            .clone()
-            .context("missing --output (or `output` in --config)")?,
-    );
+    let output = config
+        .output
+        .clone()
+        .context("missing --output (or `output` in --config)")?;
     let manifest = select::run(&config, &input, &output, &RunOptions { threads }).await?;
-    print_summary(&output.display().to_string(), &manifest);
+    print_summary(&output, &manifest);
     Ok(())
 }
 

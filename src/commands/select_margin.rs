@@ -15,7 +15,7 @@ pub struct Args {
     input: String,
     /// Output directory.
     #[arg(long)]
-    output: PathBuf,
+    output: String,
     /// Keep this many pairs.
     #[arg(long)]
     top_k: Option<u64>,
@@ -61,7 +61,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         config.input_format = InputFormat::parse(format)?;
     }
     let manifest = select_margin::run(&config, &args.input, &args.output).await?;
-    print_summary(&args.output.display().to_string(), &manifest);
+    print_summary(&args.output.clone(), &manifest);
     Ok(())
 }
 

@@ -1,7 +1,5 @@
 //! `prefsmith synth`.
 
-use std::path::PathBuf;
-
 use prefsmith_pipeline::config::{SynthConfig, SynthLayout};
 use prefsmith_pipeline::stages::synth;
 
@@ -16,7 +14,7 @@ pub struct Args {
     responses: u32,
     /// Output directory.
     #[arg(long)]
-    output: PathBuf,
+    output: String,
     /// Number of part files.
     #[arg(long, default_value_t = 1)]
     shards: u32,
@@ -40,14 +38,14 @@ pub struct Args {
     seed: u64,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args) -> anyhow::Result<()> {
     let layout = match args.layout.as_str() {
         "long" => SynthLayout::Long,
         "wide" => SynthLayout::Wide,
         other => anyhow::bail!("--layout must be long or wide, got '{other}'"),
     };
     let config = SynthConfig {
-        output: Some(args.output.display().to_string()),
+        output: Some(args.output.clone()),
         prompts: args.prompts,
         responses: args.responses,
         shards: args.shards,
@@ -58,12 +56,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         null_fraction: args.null_fraction,
         seed: args.seed,
     };
-    let manifest = synth::run(&config, &args.output)?;
+    let manifest = synth::run(&config, &args.output).await?;
     println!(
         "synth: {} rows in {} parts written to {}",
         manifest.rows,
         manifest.parts.len(),
-        args.output.display()
+        args.output
     );
     Ok(())
 }

@@ -9,6 +9,8 @@
 //! * `cli` — the binary end to end: quickstart, jobs, `sql`, `synth`, `inspect`;
 //! * `bad_input` — clear, named errors and no output that looks complete;
 //! * `model` — the llama model, tokenizer, scoring, sampling and judging against references;
+//! * `s3` — stages on a real S3 server (SeaweedFS, started by the tests): identical output,
+//!   named errors, and nothing that looks complete after a failure;
 //! * `train` — the trainer: losses vs numpy, learning, MixDPO, exact resume, bad input.
 
 mod augment;
@@ -20,6 +22,8 @@ mod export;
 mod model;
 mod reference;
 mod route;
+mod s3;
+mod s3_server;
 mod select_margin;
 mod slt;
 mod train;

@@ -19,7 +19,6 @@
 //! its own chosen and rejected responses. Rows are sorted by `prompt_id`, then positive before
 //! negative; a `copy` column says which is which.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -81,10 +80,11 @@ fn partner(name: &str, schema: &Schema) -> Option<usize> {
 }
 
 /// Runs `augment` from `input` into `output`.
-pub async fn run(config: &AugmentConfig, input: &str, output: &Path) -> Result<Manifest> {
+pub async fn run(config: &AugmentConfig, input: &str, output: &str) -> Result<Manifest> {
+    let output = &crate::storage::Location::parse(output)?;
     let started = Instant::now();
     let started_unix = now_unix();
-    let pairs = PairInput::open(input, config.input_format)?;
+    let pairs = PairInput::open(input, config.input_format).await?;
     pairs.schema.require(
         &["score_chosen", "score_rejected"],
         "augment conditions each copy on a score",
@@ -106,13 +106,14 @@ pub async fn run(config: &AugmentConfig, input: &str, output: &Path) -> Result<M
         Arc::clone(&out_schema),
         1_000_000,
         Some("prompt_id"),
-    )?;
+    )
+    .await?;
     let placement = if config.no_system_role || !pairs.schema.conversational() {
         Placement::Prepend
     } else {
         Placement::SystemMessage
     };
-    let (written, ties) = augment_batch(&batch, &out_schema, &mut writer, input, placement)?;
+    let (written, ties) = augment_batch(&batch, &out_schema, &mut writer, input, placement).await?;
     let pairs_read = written + ties;
     let inputs = pairs.infos.iter().map(InputInfo::from).collect();
     let stats = [
@@ -137,9 +138,9 @@ pub async fn run(config: &AugmentConfig, input: &str, output: &Path) -> Result<M
         stats,
         started_unix,
     );
-    let mut manifest = writer.commit(manifest)?;
+    let mut manifest = writer.commit(manifest).await?;
     manifest.timing.seconds = started.elapsed().as_secs_f64();
-    info!(pairs = pairs_read, ties, rows = manifest.rows, output = %output.display(), "augment: done");
+    info!(pairs = pairs_read, ties, rows = manifest.rows, output = %output, "augment: done");
     Ok(manifest)
 }
 
@@ -215,7 +216,7 @@ fn condition(messages: &[Message], goal: &str, placement: Placement) -> Result<V
 }
 
 /// Writes the two copies of every non-tied pair of `batch`; returns (pairs kept, ties).
-fn augment_batch(
+async fn augment_batch(
     batch: &RecordBatch,
     out_schema: &SchemaRef,
     writer: &mut StageWriter,
@@ -377,7 +378,9 @@ fn augment_batch(
         .map(|(copy, _)| Some(if *copy == 0 { "positive" } else { "negative" }))
         .collect();
     columns.push(Arc::new(copies));
-    writer.write(&RecordBatch::try_new(Arc::clone(out_schema), columns)?)?;
+    writer
+        .write(&RecordBatch::try_new(Arc::clone(out_schema), columns)?)
+        .await?;
     Ok((kept.len() as u64, ties))
 }
 

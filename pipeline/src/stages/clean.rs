@@ -16,7 +16,6 @@
 //! scores), marked `clean_converged = false` and listed in the manifest.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -183,7 +182,8 @@ impl Totals {
 }
 
 /// Runs `clean` from `input` into `output`.
-pub async fn run(config: &CleanConfig, input: &str, output: &Path) -> Result<Manifest> {
+pub async fn run(config: &CleanConfig, input: &str, output: &str) -> Result<Manifest> {
+    let output = &crate::storage::Location::parse(output)?;
     let started = Instant::now();
     let started_unix = now_unix();
     if !(config.temperature.is_finite() && config.temperature > 0.0) {
@@ -192,8 +192,8 @@ pub async fn run(config: &CleanConfig, input: &str, output: &Path) -> Result<Man
             format!("must be positive, got {}", config.temperature),
         ));
     }
-    let files = input::resolve(input)?;
-    let infos = files.infos()?;
+    let files = input::resolve(input).await?;
+    let infos = files.infos().await?;
     let first = &infos[0];
     let has = |c: &str| first.schema.index_of(c).is_ok();
     let comparisons = match config.input_format {
@@ -212,7 +212,7 @@ pub async fn run(config: &CleanConfig, input: &str, output: &Path) -> Result<Man
         for column in [&config.columns.prompt_id, "i", "j", "outcome"] {
             if !has(column) {
                 return Err(Error::MissingColumn {
-                    file: first.path.clone(),
+                    file: first.location.to_string(),
                     column: column.to_string(),
                     context: "comparisons: prompt_id, i, j, outcome (one row per judgment)".into(),
                 });
@@ -225,7 +225,8 @@ pub async fn run(config: &CleanConfig, input: &str, output: &Path) -> Result<Man
             files.clone(),
             &config.columns,
             config.input_format.response_layout()?,
-        )?;
+        )
+        .await?;
         let rows = read_all_in_order(&files.files, &schema).await?;
         match validated.layout {
             Layout::Long => clean_long(
@@ -240,9 +241,9 @@ pub async fn run(config: &CleanConfig, input: &str, output: &Path) -> Result<Man
     let Some(out_schema) = batches.first().map(RecordBatch::schema) else {
         return Err(Error::EmptyInput { path: input.into() });
     };
-    let mut writer = StageWriter::begin(output, out_schema, config.max_rows_per_file, None)?;
+    let mut writer = StageWriter::begin(output, out_schema, config.max_rows_per_file, None).await?;
     for batch in &batches {
-        writer.write(batch)?;
+        writer.write(batch).await?;
     }
     totals.non_converged.sort();
     let stats = [
@@ -279,9 +280,9 @@ pub async fn run(config: &CleanConfig, input: &str, output: &Path) -> Result<Man
         stats,
         started_unix,
     );
-    let mut manifest = writer.commit(manifest)?;
+    let mut manifest = writer.commit(manifest).await?;
     manifest.timing.seconds = started.elapsed().as_secs_f64();
-    info!(prompts = totals.prompts, non_converged = totals.non_converged.len(), flagged = totals.flagged, output = %output.display(), "clean: done");
+    info!(prompts = totals.prompts, non_converged = totals.non_converged.len(), flagged = totals.flagged, output = %output, "clean: done");
     Ok(manifest)
 }
 

@@ -19,7 +19,6 @@
 //! is one (the no-system-role placement); a multi-turn prompt has no string form and is an
 //! error naming the row (export it as `trl-conversational`).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -343,10 +342,11 @@ fn export_batch(
 }
 
 /// Runs `export` from `input` into `output`.
-pub async fn run(config: &ExportConfig, input: &str, output: &Path) -> Result<Manifest> {
+pub async fn run(config: &ExportConfig, input: &str, output: &str) -> Result<Manifest> {
+    let output = &crate::storage::Location::parse(output)?;
     let started = Instant::now();
     let started_unix = now_unix();
-    let pairs = PairInput::open(input, config.input_format)?;
+    let pairs = PairInput::open(input, config.input_format).await?;
     let canonical = pairs.schema.canonical();
     let has_scores = pairs.schema.has("score_chosen") && pairs.schema.has("score_rejected");
     let mut fields = vec![canonical.field_with_name("prompt_id")?.clone()];
@@ -373,7 +373,8 @@ pub async fn run(config: &ExportConfig, input: &str, output: &Path) -> Result<Ma
         Arc::clone(&out),
         config.max_rows_per_file,
         Some("prompt_id"),
-    )?;
+    )
+    .await?;
     let total: u64 = pairs.infos.iter().map(|i| i.rows).sum();
     let mut progress = Progress::new("export", total);
     let mut stream = stream_in_order(&pairs.files.files, pairs.schema.source())?;
@@ -381,7 +382,7 @@ pub async fn run(config: &ExportConfig, input: &str, output: &Path) -> Result<Ma
     while let Some(batch) = stream.next().await {
         let batch = pairs.schema.to_canonical(&batch?)?;
         let converted = export_batch(&batch, config.format, &out, input, rows)?;
-        writer.write(&converted)?;
+        writer.write(&converted).await?;
         rows += batch.num_rows() as u64;
         progress.advance(batch.num_rows() as u64);
     }
@@ -412,9 +413,9 @@ pub async fn run(config: &ExportConfig, input: &str, output: &Path) -> Result<Ma
         stats,
         started_unix,
     );
-    let mut manifest = writer.commit(manifest)?;
+    let mut manifest = writer.commit(manifest).await?;
     manifest.timing.seconds = started.elapsed().as_secs_f64();
-    info!(rows, format = config.format.as_str(), output = %output.display(), "export: done");
+    info!(rows, format = config.format.as_str(), output = %output, "export: done");
     Ok(manifest)
 }
 

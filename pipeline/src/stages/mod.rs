@@ -41,19 +41,12 @@ pub fn stage_hash(
     )
 }
 
-/// The input files as they enter a config hash: path, size and modification time, so that a
-/// rewritten input makes the stage rerun.
+/// The input files as they enter a config hash: path, size, version tag and modification
+/// time, so that a rewritten input makes the stage rerun.
 pub fn input_listing(infos: &[crate::input::FileInfo]) -> serde_json::Value {
     infos
         .iter()
-        .map(|i| {
-            let modified = std::fs::metadata(&i.path)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos());
-            serde_json::json!([i.path.display().to_string(), i.bytes, modified])
-        })
+        .map(|i| serde_json::json!([i.location.to_string(), i.bytes, i.etag, i.modified_nanos]))
         .collect()
 }
 

@@ -10,7 +10,6 @@
 //! copy order). Rows are written in input order; the trainer orders by `curriculum_rank`. A
 //! null, NaN or infinite margin is an error naming the margin column and the first such row.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -112,23 +111,24 @@ impl RouteConfig {
 }
 
 /// Runs `route` from `input` into `output`.
-pub async fn run(config: &RouteConfig, input: &str, output: &Path) -> Result<Manifest> {
+pub async fn run(config: &RouteConfig, input: &str, output: &str) -> Result<Manifest> {
+    let output = &crate::storage::Location::parse(output)?;
     let started = Instant::now();
     let started_unix = now_unix();
     let split = config.split()?;
-    let pairs = PairInput::open(input, config.input_format)?;
+    let pairs = PairInput::open(input, config.input_format).await?;
     let infos = &pairs.infos;
     let schema = Arc::clone(pairs.schema.canonical());
     let margin_at = schema
         .index_of(&config.margin_column)
         .map_err(|_| Error::MissingColumn {
-            file: infos[0].path.clone(),
+            file: infos[0].location.to_string(),
             column: config.margin_column.clone(),
             context: "the margin to route by".into(),
         })?;
     if !schema.field(margin_at).data_type().is_numeric() {
         return Err(Error::WrongType {
-            file: infos[0].path.clone(),
+            file: infos[0].location.to_string(),
             column: config.margin_column.clone(),
             found: schema.field(margin_at).data_type().to_string(),
             expected: "a number".into(),
@@ -185,7 +185,8 @@ pub async fn run(config: &RouteConfig, input: &str, output: &Path) -> Result<Man
         Arc::clone(&out_schema),
         config.max_rows_per_file,
         Some("prompt_id"),
-    )?;
+    )
+    .await?;
     let mut offset = 0;
     for batch in &batches {
         let n = batch.num_rows();
@@ -201,7 +202,9 @@ pub async fn run(config: &RouteConfig, input: &str, output: &Path) -> Result<Man
         columns.push(Arc::new(Int64Array::from(
             ranks[offset..offset + n].to_vec(),
         )));
-        writer.write(&RecordBatch::try_new(Arc::clone(&out_schema), columns)?)?;
+        writer
+            .write(&RecordBatch::try_new(Arc::clone(&out_schema), columns)?)
+            .await?;
         offset += n;
     }
     let inputs = infos.iter().map(InputInfo::from).collect();
@@ -230,9 +233,9 @@ pub async fn run(config: &RouteConfig, input: &str, output: &Path) -> Result<Man
         stats,
         started_unix,
     );
-    let mut manifest = writer.commit(manifest)?;
+    let mut manifest = writer.commit(manifest).await?;
     manifest.timing.seconds = started.elapsed().as_secs_f64();
-    info!(pairs = rows, dpo = rows - sft, sft, output = %output.display(), "route: done");
+    info!(pairs = rows, dpo = rows - sft, sft, output = %output, "route: done");
     Ok(manifest)
 }
 

@@ -14,7 +14,6 @@
 //!   sort by prompt id.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -70,17 +69,19 @@ pub struct RunOptions {
 pub async fn run(
     config: &SelectConfig,
     input: &str,
-    output: &Path,
+    output: &str,
     options: &RunOptions,
 ) -> Result<Manifest> {
+    let output = &crate::storage::Location::parse(output)?;
     let started = Instant::now();
     let started_unix = now_unix();
     let rule = config.resolve()?;
     let validated = input::validate(
-        input::resolve(input)?,
+        input::resolve(input).await?,
         &config.columns,
         config.input_format.response_layout()?,
-    )?;
+    )
+    .await?;
     info!(
         input,
         files = validated.infos.len(),
@@ -101,7 +102,8 @@ pub async fn run(
         config.max_rows_per_file,
         &rule.label,
         validated.rows,
-    )?;
+    )
+    .await?;
     let mut path = "wide";
     match validated.layout {
         Layout::Wide => plan.run_wide(&mut sink).await?,
@@ -122,7 +124,8 @@ pub async fn run(
                             config.max_rows_per_file,
                             &rule.label,
                             validated.rows,
-                        )?;
+                        )
+                        .await?;
                     }
                     Err(e) => return Err(e.into_error()),
                 }
@@ -138,12 +141,12 @@ pub async fn run(
     let inputs = validated.infos.iter().map(InputInfo::from).collect();
     let stats = sink.stats(&validated, path, config.seed);
     let manifest = Manifest::new("select", hash, config, inputs, stats, started_unix);
-    let mut manifest = sink.commit(manifest)?;
+    let mut manifest = sink.commit(manifest).await?;
     manifest.timing.seconds = started.elapsed().as_secs_f64();
     info!(
         pairs = manifest.rows,
         seconds = format!("{:.2}", manifest.timing.seconds),
-        output = %output.display(),
+        output = %output,
         "select: done"
     );
     Ok(manifest)
@@ -238,7 +241,10 @@ impl Plan<'_> {
         let mut file = self.input.files.files[0].clone();
         for info in &self.input.infos {
             let Ok(ctx) = new_context(1) else { break };
-            let path = info.path.display().to_string();
+            if info.location.register_with(&ctx).is_err() {
+                continue;
+            }
+            let path = info.location.table_url();
             let Ok(df) = ctx.read_parquet(path, ParquetReadOptions::default()).await else {
                 continue;
             };
@@ -256,12 +262,12 @@ impl Plan<'_> {
                     .first()
                     .is_some_and(|b| b.column(0).as_primitive::<Int64Type>().value(0) > 0)
             {
-                file = info.path.clone();
+                file = info.location.clone();
                 break;
             }
         }
         Error::ListLengthMismatch {
-            file,
+            file: file.to_string(),
             prompt_id,
             responses_column: c.responses.clone(),
             responses,
@@ -336,7 +342,7 @@ impl Plan<'_> {
 
     fn ordered_reader(
         &self,
-        files: &[std::path::PathBuf],
+        files: &[crate::storage::Location],
         number_by: String,
     ) -> Result<OrderedParquet> {
         let mut columns = self.long_columns();
@@ -402,7 +408,7 @@ impl Plan<'_> {
                 RunError::Stage(e) => SinkError::Stage(e),
             })?;
             for batch in batches {
-                sink.consume(&batch)?;
+                sink.consume(&batch).await?;
             }
         }
         Ok(())
@@ -424,7 +430,7 @@ impl Plan<'_> {
         debug!(plan = %displayable(plan.as_ref()).indent(true), "select: plan");
         let mut stream = execute_stream(plan, ctx.task_ctx()).map_err(Error::from)?;
         while let Some(batch) = stream.next().await {
-            sink.consume(&batch.map_err(Error::from)?)?;
+            sink.consume(&batch.map_err(Error::from)?).await?;
         }
         Ok(())
     }
@@ -509,8 +515,8 @@ struct PairSink {
 }
 
 impl PairSink {
-    fn begin(
-        output: &Path,
+    async fn begin(
+        output: &crate::storage::Location,
         max_rows_per_file: usize,
         label: &str,
         input_rows: u64,
@@ -521,7 +527,8 @@ impl PairSink {
                 pair_table_schema(),
                 max_rows_per_file,
                 Some("prompt_id"),
-            )?,
+            )
+            .await?,
             label: label.to_string(),
             previous: None,
             prompts: 0,
@@ -535,7 +542,7 @@ impl PairSink {
         })
     }
 
-    fn consume(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
+    async fn consume(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
         let rows = batch.num_rows();
         if rows == 0 {
             return Ok(());
@@ -589,7 +596,7 @@ impl PairSink {
         self.pairs += out.num_rows() as u64;
         self.sum_chosen += sum(out.column(4));
         self.sum_rejected += sum(out.column(5));
-        self.writer.write(&out)?;
+        self.writer.write(&out).await?;
         self.progress
             .advance(n_responses.values().iter().map(|&n| n as u64).sum());
         Ok(())
@@ -675,9 +682,9 @@ impl PairSink {
         ])
     }
 
-    fn commit(self, manifest: Manifest) -> Result<Manifest> {
+    async fn commit(self, manifest: Manifest) -> Result<Manifest> {
         self.progress.finish();
-        self.writer.commit(manifest)
+        self.writer.commit(manifest).await
     }
 }
 

@@ -17,7 +17,6 @@
 //! Two passes over the input: the first reads only the score and log-prob columns (files
 //! decoded in parallel) and ranks; the second streams every column and keeps the selected rows.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -458,7 +457,8 @@ fn rank(bounds: &[SourceBounds], rows: usize, m1: f64, keep: Keep) -> Ranking {
 }
 
 /// Runs `select-margin` from `input` into `output`.
-pub async fn run(config: &SelectMarginConfig, input: &str, output: &Path) -> Result<Manifest> {
+pub async fn run(config: &SelectMarginConfig, input: &str, output: &str) -> Result<Manifest> {
+    let output = &crate::storage::Location::parse(output)?;
     let started = Instant::now();
     let started_unix = now_unix();
     let keep = config.keep()?;
@@ -468,7 +468,7 @@ pub async fn run(config: &SelectMarginConfig, input: &str, output: &Path) -> Res
             format!("must be finite, got {}", config.m1),
         ));
     }
-    let pairs = PairInput::open(input, config.input_format)?;
+    let pairs = PairInput::open(input, config.input_format).await?;
     let sources = resolve_sources(config, &pairs.schema)?;
     for column in [
         "margin_external",
@@ -589,14 +589,14 @@ pub async fn run(config: &SelectMarginConfig, input: &str, output: &Path) -> Res
         stats,
         started_unix,
     );
-    let mut manifest = selected.commit(manifest)?;
+    let mut manifest = selected.commit(manifest).await?;
     manifest.timing.seconds = started.elapsed().as_secs_f64();
     info!(
         pairs = rows,
         eligible,
         selected = selected_count,
         shortfall,
-        output = %output.display(),
+        output = %output,
         "select-margin: done"
     );
     Ok(manifest)
@@ -633,7 +633,7 @@ async fn write_selected(
     pairs: &PairInput,
     facts: Arc<RowFacts>,
     config: &SelectMarginConfig,
-    output: &Path,
+    output: &crate::storage::Location,
 ) -> Result<StageWriter> {
     let canonical = Arc::clone(pairs.schema.canonical());
     let out_schema = output_schema(&canonical);
@@ -727,8 +727,9 @@ async fn write_selected(
         Arc::clone(&out_schema),
         config.max_rows_per_file,
         Some("prompt_id"),
-    )?;
-    writer.write(&all)?;
+    )
+    .await?;
+    writer.write(&all).await?;
     Ok(writer)
 }
 

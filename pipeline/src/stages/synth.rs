@@ -8,7 +8,6 @@
 //! sort in prompt order and the files say so in their Parquet metadata, so `select` can use its
 //! streaming plan on them.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,13 +28,14 @@ use crate::stages::{Progress, config_hash, now_unix};
 const PROMPTS_PER_BATCH: u64 = 4096;
 
 /// Runs `synth` into `output`.
-pub fn run(config: &SynthConfig, output: &Path) -> Result<Manifest> {
+pub async fn run(config: &SynthConfig, output: &str) -> Result<Manifest> {
+    let output = &crate::storage::Location::parse(output)?;
     let started = Instant::now();
     let started_unix = now_unix();
     validate(config)?;
     let schema = schema(config.layout);
     let mut writer =
-        StageWriter::begin(output, Arc::clone(&schema), usize::MAX, Some("prompt_id"))?;
+        StageWriter::begin(output, Arc::clone(&schema), usize::MAX, Some("prompt_id")).await?;
     let total = config.prompts;
     let mut progress = Progress::new("synth", total * u64::from(config.responses));
     for shard in 0..u64::from(config.shards) {
@@ -47,11 +47,11 @@ pub fn run(config: &SynthConfig, output: &Path) -> Result<Manifest> {
         while start < end {
             let stop = (start + PROMPTS_PER_BATCH).min(end);
             let batch = generate(config, &schema, start..stop)?;
-            writer.write(&batch)?;
+            writer.write(&batch).await?;
             progress.advance((stop - start) * u64::from(config.responses));
             start = stop;
         }
-        writer.finish_part()?;
+        writer.finish_part().await?;
     }
     progress.finish();
     let stats = [
@@ -80,9 +80,9 @@ pub fn run(config: &SynthConfig, output: &Path) -> Result<Manifest> {
         stats,
         started_unix,
     );
-    let mut manifest = writer.commit(manifest)?;
+    let mut manifest = writer.commit(manifest).await?;
     manifest.timing.seconds = started.elapsed().as_secs_f64();
-    info!(rows = manifest.rows, parts = manifest.parts.len(), output = %output.display(), "synth: done");
+    info!(rows = manifest.rows, parts = manifest.parts.len(), output = %output, "synth: done");
     Ok(manifest)
 }
 

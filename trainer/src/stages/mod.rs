@@ -101,8 +101,8 @@ pub struct Table {
 impl Table {
     /// Reads `spec` (file, glob, or complete stage output).
     pub async fn read(spec: &str) -> Result<Self> {
-        let files = input::resolve(spec)?;
-        let infos = files.infos()?;
+        let files = input::resolve(spec).await?;
+        let infos = files.infos().await?;
         let schema: SchemaRef = std::sync::Arc::clone(&infos[0].schema);
         let batches = read_all_in_order(&files.files, &schema).await?;
         // The reader may hand strings back as views: take the schema from what it returned.
@@ -119,7 +119,7 @@ impl Table {
         self.batch.column_by_name(name).ok_or_else(|| {
             Error::Input(format!(
                 "{}: column '{name}' is missing ({needed_for})",
-                self.infos[0].path.display()
+                self.infos[0].location
             ))
         })
     }
@@ -129,7 +129,7 @@ impl Table {
         if self.batch.column_by_name(name).is_some() {
             return Err(Error::Input(format!(
                 "{}: column '{name}' already exists; choose another output column or drop it first",
-                self.infos[0].path.display()
+                self.infos[0].location
             )));
         }
         Ok(())
@@ -183,7 +183,7 @@ pub struct StageOutput<'a, C: Serialize> {
     /// Stage name.
     pub stage: &'static str,
     /// Output directory.
-    pub output: &'a std::path::Path,
+    pub output: &'a str,
     /// Leading sort column, if the rows are sorted.
     pub sorted_by: Option<&'a str>,
     /// The config hash.
@@ -202,11 +202,15 @@ pub struct StageOutput<'a, C: Serialize> {
 
 impl<C: Serialize> StageOutput<'_, C> {
     /// Writes `batch` and commits the manifest.
-    pub fn commit(self, batch: &RecordBatch) -> Result<prefsmith_pipeline::manifest::Manifest> {
+    pub async fn commit(
+        self,
+        batch: &RecordBatch,
+    ) -> Result<prefsmith_pipeline::manifest::Manifest> {
         use prefsmith_pipeline::manifest::{InputInfo, Manifest, StageWriter};
+        let output = prefsmith_pipeline::storage::Location::parse(self.output)?;
         let mut writer =
-            StageWriter::begin(self.output, batch.schema(), 1_000_000, self.sorted_by)?;
-        writer.write(batch)?;
+            StageWriter::begin(&output, batch.schema(), 1_000_000, self.sorted_by).await?;
+        writer.write(batch).await?;
         let stats = self
             .stats
             .into_iter()
@@ -220,7 +224,7 @@ impl<C: Serialize> StageOutput<'_, C> {
             stats,
             self.started_unix,
         );
-        let mut manifest = writer.commit(manifest)?;
+        let mut manifest = writer.commit(manifest).await?;
         manifest.timing.seconds = self.started.elapsed().as_secs_f64();
         Ok(manifest)
     }

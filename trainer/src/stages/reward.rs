@@ -3,7 +3,6 @@
 //! (`prompt`, `all_generated_responses`) and adds `all_rm_scores`, or the long layout
 //! (`prompt`, `response`) and adds `reward` — exactly what `select` reads next.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -67,7 +66,7 @@ pub struct RewardConfig {
 }
 
 /// Runs the stage.
-pub async fn run(config: &RewardConfig, input: &str, output: &Path) -> Result<Manifest> {
+pub async fn run(config: &RewardConfig, input: &str, output: &str) -> Result<Manifest> {
     let started = Instant::now();
     let started_unix = now_unix();
     let table = Table::read(input).await?;
@@ -188,7 +187,8 @@ pub async fn run(config: &RewardConfig, input: &str, output: &Path) -> Result<Ma
         started,
         started_unix,
     }
-    .commit(&batch)?;
-    info!(responses = items.len(), output = %output.display(), "reward: done");
+    .commit(&batch)
+    .await?;
+    info!(responses = items.len(), output = %output, "reward: done");
     Ok(manifest)
 }

@@ -5,7 +5,6 @@
 //! `all_generated_responses`, plus `response_tokens` and `finish_reasons` per response. The
 //! manifest records the model (name and hash) and the sampling settings.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -51,12 +50,9 @@ async fn read_prompts(
     spec: &str,
     limit: Option<usize>,
 ) -> Result<(RecordBatch, Vec<FileInfo>, Option<String>)> {
-    let path = Path::new(spec);
-    let is_jsonl = path
-        .extension()
-        .is_some_and(|e| e == "jsonl" || e == "json");
+    let is_jsonl = spec.ends_with(".jsonl") || spec.ends_with(".json");
     let (batch, infos, digest) = if is_jsonl {
-        let (batch, digest) = read_jsonl(path, limit)?;
+        let (batch, digest) = read_jsonl(spec, limit).await?;
         (batch, vec![], Some(digest))
     } else {
         let table = Table::read(spec).await?;
@@ -92,8 +88,11 @@ async fn read_prompts(
 
 /// Reads a JSONL prompts file: `prompt` (string or list of {role, content}) and optional
 /// `prompt_id` per line. Also returns the file's sha256 (JSONL has no footer to list it by).
-fn read_jsonl(path: &Path, limit: Option<usize>) -> Result<(RecordBatch, String)> {
-    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+async fn read_jsonl(spec: &str, limit: Option<usize>) -> Result<(RecordBatch, String)> {
+    let location = prefsmith_pipeline::storage::Location::parse(spec)?;
+    let bytes = location.read_bytes().await?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| Error::Input(format!("{spec}: not UTF-8 text: {e}")))?;
     let digest = prompt_id_of(&text);
     let mut ids = Vec::new();
     let mut texts: Vec<Option<String>> = Vec::new();
@@ -105,7 +104,7 @@ fn read_jsonl(path: &Path, limit: Option<usize>) -> Result<(RecordBatch, String)
         if limit.is_some_and(|l| ids.len() >= l) {
             break;
         }
-        let bad = |m: String| Error::Input(format!("{}:{}: {m}", path.display(), n + 1));
+        let bad = |m: String| Error::Input(format!("{}:{}: {m}", spec, n + 1));
         let value: serde_json::Value =
             serde_json::from_str(line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
         let prompt = &value["prompt"];
@@ -153,7 +152,7 @@ fn read_jsonl(path: &Path, limit: Option<usize>) -> Result<(RecordBatch, String)
 }
 
 /// Runs the stage.
-pub async fn run(config: &SampleConfig, input: &str, output: &Path) -> Result<Manifest> {
+pub async fn run(config: &SampleConfig, input: &str, output: &str) -> Result<Manifest> {
     let started = Instant::now();
     let started_unix = now_unix();
     config.sampling.validate()?;
@@ -233,7 +232,8 @@ pub async fn run(config: &SampleConfig, input: &str, output: &Path) -> Result<Ma
         started,
         started_unix,
     }
-    .commit(&batch)?;
-    info!(prompts = rows, tokens = generated_tokens, output = %output.display(), "sample: done");
+    .commit(&batch)
+    .await?;
+    info!(prompts = rows, tokens = generated_tokens, output = %output, "sample: done");
     Ok(manifest)
 }

@@ -208,11 +208,14 @@ pub(crate) fn write_cache(path: &Path, scores: &[SequenceScore]) -> Result<()> {
 }
 
 /// Runs the stage.
-pub async fn run(config: &ScoreConfig, input: &str, output: &Path) -> Result<Manifest> {
+pub async fn run(config: &ScoreConfig, input: &str, output: &str) -> Result<Manifest> {
     let started = Instant::now();
     let started_unix = now_unix();
     // The layout is decided from the first file's footer, so the rows are read only once.
-    let footers = prefsmith_pipeline::input::resolve(input)?.infos()?;
+    let footers = prefsmith_pipeline::input::resolve(input)
+        .await?
+        .infos()
+        .await?;
     let has = |c: &str| footers[0].schema.field_with_name(c).is_ok();
     let shape = if has("all_generated_responses") {
         Shape::Wide
@@ -223,7 +226,7 @@ pub async fn run(config: &ScoreConfig, input: &str, output: &Path) -> Result<Man
     };
     let (batch, infos) = match shape {
         Shape::Pairs => {
-            let pairs = PairInput::open(input, config.input_format)?;
+            let pairs = PairInput::open(input, config.input_format).await?;
             pairs
                 .schema
                 .require(&["chosen", "rejected"], "score reads both responses")?;
@@ -450,7 +453,8 @@ pub async fn run(config: &ScoreConfig, input: &str, output: &Path) -> Result<Man
         started,
         started_unix,
     }
-    .commit(&out)?;
-    info!(sequences = items.len(), from_cache, output = %output.display(), "score: done");
+    .commit(&out)
+    .await?;
+    info!(sequences = items.len(), from_cache, output = %output, "score: done");
     Ok(manifest)
 }

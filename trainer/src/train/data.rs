@@ -187,7 +187,7 @@ pub async fn load_pairs(
     seed: u64,
 ) -> Result<PairData> {
     let input = data.pairs.as_str();
-    let pairs = PairInput::open(input, data.input_format)?;
+    let pairs = PairInput::open(input, data.input_format).await?;
     pairs.schema.require(
         &["prompt", "chosen", "rejected"],
         "train reads both responses",

@@ -1,0 +1,524 @@
+//! Stages on a real S3 server (SeaweedFS on 127.0.0.1, started by the tests): the same job
+//! as on local disk with identical output, reruns that do nothing, named errors for every bad
+//! input, and no output that looks complete after a failure — an injected write failure, a
+//! server stopped mid-write, a process killed mid-job.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+use prefsmith_pipeline::config::{JobConfig, SelectConfig};
+use prefsmith_pipeline::stages::select::{self, RunOptions};
+use prefsmith_pipeline::storage;
+
+use crate::common::{data, fails, ok, tempdir};
+use crate::s3_server::{S3Server, get, keys, shared, upload};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Runs the binary in `dir` with the server's environment (plus `extra`).
+fn prefsmith_s3(server: &S3Server, dir: &Path, args: &[&str], extra: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_prefsmith"));
+    command.args(args).current_dir(dir).env("RUST_LOG", "warn");
+    for (k, v) in server.env() {
+        command.env(k, v);
+    }
+    for (k, v) in extra {
+        command.env(k, v);
+    }
+    command.output().expect("the prefsmith binary runs")
+}
+
+const ARENA: &str = "arena_bench_v1_scored.parquet";
+
+/// select → route, with small parts so that outputs have several.
+fn job_text(input: &str, root: &str) -> String {
+    format!(
+        "name = \"s3\"\n\n[[stages]]\nkind = \"select\"\ninput = \"{input}\"\noutput = \"{root}/pairs\"\n\
+         strategy = \"sweet-spot\"\nmax-rows-per-file = 100\n\n\
+         [[stages]]\nkind = \"route\"\noutput = \"{root}/routed\"\nroute-percentile = 10\nmax-rows-per-file = 100\n"
+    )
+}
+
+fn manifest_json(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes).expect("manifest JSON")
+}
+
+#[test]
+fn job_on_s3_writes_what_local_disk_gets_and_a_rerun_does_nothing() {
+    let server = shared();
+    let bucket = server.bucket("job");
+    let store = server.store(&bucket);
+    let rt = runtime();
+    rt.block_on(upload(
+        &store,
+        "input/arena.parquet",
+        Path::new(&data(ARENA)),
+    ));
+
+    let dir = tempdir();
+    std::fs::write(
+        dir.path().join("local.toml"),
+        job_text(&data(ARENA), "local"),
+    )
+    .unwrap();
+    let root = format!("s3://{bucket}/out");
+    std::fs::write(
+        dir.path().join("s3.toml"),
+        job_text(&format!("s3://{bucket}/input/arena.parquet"), &root),
+    )
+    .unwrap();
+    ok(&prefsmith_s3(
+        server,
+        dir.path(),
+        &["run", "local.toml"],
+        &[],
+    ));
+    let stdout = ok(&prefsmith_s3(server, dir.path(), &["run", "s3.toml"], &[]));
+    assert!(stdout.contains(&format!("{root}/pairs")), "{stdout}");
+
+    for stage in ["pairs", "routed"] {
+        let local_dir = dir.path().join("local").join(stage);
+        let local = manifest_json(&std::fs::read(local_dir.join("_manifest.json")).unwrap());
+        let remote =
+            manifest_json(&rt.block_on(get(&store, &format!("out/{stage}/_manifest.json"))));
+        // Identical as Decision 0 defines it: the same parts with the same rows and bytes, the
+        // same statistics; only timing (and the input paths, which name different stores) differ.
+        assert_eq!(local["parts"], remote["parts"], "{stage}");
+        assert_eq!(local["stats"], remote["stats"], "{stage}");
+        assert_eq!(local["rows"], remote["rows"], "{stage}");
+        assert!(
+            local["parts"].as_array().unwrap().len() >= 2,
+            "{stage}: {local}"
+        );
+        for part in local["parts"].as_array().unwrap() {
+            let name = part["path"].as_str().unwrap();
+            let local_bytes = std::fs::read(local_dir.join(name)).unwrap();
+            let remote_bytes = rt.block_on(get(&store, &format!("out/{stage}/{name}")));
+            assert!(local_bytes == remote_bytes, "{stage}/{name} differs");
+        }
+        let etag = remote["inputs"][0]["etag"].as_str().map(str::to_string);
+        if stage == "pairs" {
+            assert!(
+                etag.is_some(),
+                "the manifest records the input's ETag: {remote}"
+            );
+        }
+    }
+    let before = rt.block_on(get(&store, "out/pairs/_manifest.json"));
+    let stdout = ok(&prefsmith_s3(server, dir.path(), &["run", "s3.toml"], &[]));
+    assert_eq!(stdout.matches("up to date").count(), 2, "{stdout}");
+    assert_eq!(rt.block_on(get(&store, "out/pairs/_manifest.json")), before);
+    // inspect reads an S3 stage output and says it is complete.
+    let stdout = ok(&prefsmith_s3(
+        server,
+        dir.path(),
+        &["inspect", &format!("{root}/pairs")],
+        &[],
+    ));
+    assert!(stdout.contains("complete (stage select"), "{stdout}");
+}
+
+#[test]
+fn bad_objects_and_bad_access_are_named_errors() {
+    let server = shared();
+    let bucket = server.bucket("bad");
+    let store = server.store(&bucket);
+    let rt = runtime();
+    let arena = std::fs::read(data(ARENA)).unwrap();
+    rt.block_on(async {
+        use object_store::ObjectStoreExt;
+        store
+            .put(&ObjectPath::from("good/a.parquet"), arena.clone().into())
+            .await
+            .unwrap();
+        store
+            .put(
+                &ObjectPath::from("notparquet/a.parquet"),
+                b"prompt,response\nhello,world\n".to_vec().into(),
+            )
+            .await
+            .unwrap();
+        store
+            .put(
+                &ObjectPath::from("truncated/a.parquet"),
+                arena[..arena.len() / 2].to_vec().into(),
+            )
+            .await
+            .unwrap();
+    });
+    // A shard whose `scores` column is a list of strings instead of numbers.
+    let dir = tempdir();
+    let odd = dir.path().join("odd.parquet");
+    ok(&Command::new(crate::common::python())
+        .arg("-c")
+        .arg(
+            "import sys, pyarrow as pa, pyarrow.parquet as pq\n\
+             t = pa.table({'prompt': ['p'], 'all_generated_responses': [['a', 'b']], \
+             'all_rm_scores': [['1', '2']]})\n\
+             pq.write_table(t, sys.argv[1])",
+        )
+        .arg(&odd)
+        .output()
+        .expect("python runs"));
+    rt.block_on(upload(&store, "mixed/a.parquet", Path::new(&data(ARENA))));
+    rt.block_on(upload(&store, "mixed/b.parquet", &odd));
+
+    let select = |input: &str, extra: &[(&str, &str)]| {
+        prefsmith_s3(
+            server,
+            dir.path(),
+            &[
+                "select",
+                "--input",
+                input,
+                "--output",
+                &format!("s3://{bucket}/out"),
+            ],
+            extra,
+        )
+    };
+    let stderr = fails(&select(&format!("s3://{bucket}/notparquet/"), &[]), 1);
+    assert!(
+        stderr.contains(&format!("s3://{bucket}/notparquet/a.parquet"))
+            && stderr.contains("not a readable Parquet file"),
+        "{stderr}"
+    );
+    let stderr = fails(
+        &select(&format!("s3://{bucket}/truncated/a.parquet"), &[]),
+        1,
+    );
+    assert!(
+        stderr.contains(&format!("s3://{bucket}/truncated/a.parquet"))
+            && stderr.contains("not a readable Parquet file"),
+        "{stderr}"
+    );
+    let stderr = fails(&select(&format!("s3://{bucket}/mixed/"), &[]), 1);
+    assert!(
+        stderr.contains(&format!("s3://{bucket}/mixed/b.parquet"))
+            && stderr.contains("all_rm_scores"),
+        "{stderr}"
+    );
+    let stderr = fails(
+        &select(
+            &format!("s3://{bucket}/good/a.parquet"),
+            &[("AWS_SECRET_ACCESS_KEY", "wrong")],
+        ),
+        2,
+    );
+    assert!(
+        stderr.contains(&format!("s3://{bucket}/good/a.parquet"))
+            && stderr.contains("access denied"),
+        "{stderr}"
+    );
+    let stderr = fails(
+        &select(
+            &format!("s3://{bucket}/good/a.parquet"),
+            &[("AWS_ACCESS_KEY_ID", "nobody")],
+        ),
+        2,
+    );
+    assert!(stderr.contains("access denied"), "{stderr}");
+    let stderr = fails(&select("s3://no-such-bucket-here/x.parquet", &[]), 2);
+    assert!(
+        stderr.contains("s3://no-such-bucket-here/") && stderr.contains("bucket does not exist"),
+        "{stderr}"
+    );
+    // A server that is not there at all.
+    let stderr = fails(
+        &select(
+            &format!("s3://{bucket}/good/a.parquet"),
+            &[
+                ("AWS_ENDPOINT", "http://127.0.0.1:9"),
+                ("PREFSMITH_STORAGE_MAX_RETRIES", "0"),
+            ],
+        ),
+        2,
+    );
+    assert!(stderr.contains("cannot reach the object store"), "{stderr}");
+    // Nothing was written by any of the failures.
+    assert!(rt.block_on(keys(&store, "out")).is_empty());
+}
+
+/// A store that fails every write of one object name (`fail_on`), counting the attempts.
+#[derive(Debug)]
+struct FailingStore {
+    inner: Arc<dyn ObjectStore>,
+    fail_on: String,
+    failures: AtomicUsize,
+}
+
+impl std::fmt::Display for FailingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FailingStore({})", self.inner)
+    }
+}
+
+impl FailingStore {
+    fn check(&self, location: &ObjectPath) -> object_store::Result<()> {
+        if location.filename() == Some(self.fail_on.as_str()) {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+            return Err(object_store::Error::Generic {
+                store: "FailingStore",
+                source: format!("injected failure writing {location}").into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FailingStore {
+    async fn put_opts(
+        &self,
+        location: &ObjectPath,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.check(location)?;
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &ObjectPath,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.check(location)?;
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &ObjectPath,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<ObjectPath>>,
+    ) -> BoxStream<'static, object_store::Result<ObjectPath>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &ObjectPath,
+        to: &ObjectPath,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.check(to)?;
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+fn select_config(max_rows_per_file: usize) -> SelectConfig {
+    let job: JobConfig = toml::from_str(&format!(
+        "[[stages]]\nkind = \"select\"\noutput = \"x\"\nstrategy = \"sweet-spot\"\nmax-rows-per-file = {max_rows_per_file}\n"
+    ))
+    .expect("a select config");
+    match job.stages.into_iter().next() {
+        Some(prefsmith_pipeline::config::StageConfig::Select(config)) => config,
+        _ => unreachable!("the job has one select stage"),
+    }
+}
+
+#[test]
+fn a_write_failing_mid_select_leaves_no_manifest_and_the_rerun_is_identical() {
+    let server = shared();
+    let bucket = server.bucket("inject");
+    let rt = runtime();
+    let real = server.store(&bucket);
+    rt.block_on(upload(&real, "in/arena.parquet", Path::new(&data(ARENA))));
+    let input = format!("s3://{bucket}/in/arena.parquet");
+    let output = format!("s3://{bucket}/pairs");
+    let config = select_config(50);
+    let options = RunOptions { threads: 1 };
+
+    // A clean run first (the expected output), on the real store.
+    storage::register_store(&format!("s3://{bucket}"), Arc::clone(&real));
+    let clean = rt
+        .block_on(select::run(&config, &input, &output, &options))
+        .expect("a clean run");
+    assert!(clean.parts.len() >= 4, "{:?}", clean.parts);
+    let expected: Vec<Vec<u8>> = clean
+        .parts
+        .iter()
+        .map(|p| rt.block_on(get(&real, &format!("pairs/{}", p.path))))
+        .collect();
+
+    // The third part cannot be written.
+    let failing = Arc::new(FailingStore {
+        inner: Arc::clone(&real),
+        fail_on: "part-00002.parquet".into(),
+        failures: AtomicUsize::new(0),
+    });
+    storage::register_store(&format!("s3://{bucket}"), Arc::clone(&failing) as _);
+    let error = rt
+        .block_on(select::run(&config, &input, &output, &options))
+        .expect_err("the injected failure stops the stage");
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("{output}/part-00002.parquet"))
+            && message.contains("injected failure"),
+        "{message}"
+    );
+    assert!(failing.failures.load(Ordering::SeqCst) >= 1);
+    let listed = rt.block_on(keys(&real, "pairs"));
+    assert!(
+        !listed.iter().any(|k| k.ends_with("_manifest.json")),
+        "no manifest after a failed run: {listed:?}"
+    );
+    // The next stage refuses the incomplete output.
+    let refused = rt.block_on(prefsmith_pipeline::input::resolve(&output));
+    assert!(
+        matches!(
+            refused,
+            Err(prefsmith_pipeline::Error::IncompleteStageOutput { .. })
+        ),
+        "{refused:?}"
+    );
+
+    // The rerun (store healthy again) completes with the same bytes.
+    storage::register_store(&format!("s3://{bucket}"), Arc::clone(&real));
+    let rerun = rt
+        .block_on(select::run(&config, &input, &output, &options))
+        .expect("the rerun");
+    assert_eq!(rerun.parts, clean.parts);
+    assert_eq!(rerun.stats, clean.stats);
+    for (part, bytes) in rerun.parts.iter().zip(&expected) {
+        assert!(
+            &rt.block_on(get(&real, &format!("pairs/{}", part.path))) == bytes,
+            "{} differs",
+            part.path
+        );
+    }
+    storage::unregister_store(&format!("s3://{bucket}"));
+}
+
+#[test]
+fn stopping_the_server_mid_write_fails_cleanly_and_the_rerun_completes() {
+    let mut server = S3Server::start();
+    let bucket = server.bucket("stop");
+    let rt = runtime();
+    let dir = tempdir();
+    // A large input on local disk, the output on S3: the stage is writing when the server goes.
+    let input = dir.path().join("big");
+    ok(&crate::common::prefsmith_in(
+        dir.path(),
+        &[
+            "synth",
+            "--output",
+            "big",
+            "--prompts",
+            "30000",
+            "--responses",
+            "4",
+            "--response-bytes",
+            "1000",
+            "--shards",
+            "4",
+        ],
+    ));
+    let output = format!("s3://{bucket}/pairs");
+    let store = server.store(&bucket);
+    let env: Vec<(&str, String)> = server.env();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_prefsmith"));
+    command
+        .args([
+            "select",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            &output,
+            "--max-rows-per-file",
+            "4000",
+        ])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        // Parts of ~8 MB go up as multipart uploads.
+        .env("PREFSMITH_STORAGE_MULTIPART_THRESHOLD_BYTES", "5242880")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in &env {
+        command.env(k, v);
+    }
+    let child = command.spawn().expect("prefsmith runs");
+    // Stop the server as soon as the first part is stored.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while rt.block_on(keys(&store, "pairs")).is_empty() {
+        assert!(Instant::now() < deadline, "no part appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.stop();
+    let out = child.wait_with_output().expect("prefsmith exits");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "the stage cannot succeed without its store: {stderr}"
+    );
+    assert!(stderr.contains(&format!("s3://{bucket}/pairs")), "{stderr}");
+
+    server.restart();
+    let store = server.store(&bucket);
+    let listed = rt.block_on(keys(&store, "pairs"));
+    assert!(
+        !listed.iter().any(|k| k.ends_with("_manifest.json")),
+        "no manifest after the failed run: {listed:?}"
+    );
+    let args = [
+        "select",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        &output,
+        "--max-rows-per-file",
+        "4000",
+    ];
+    ok(&prefsmith_s3(&server, dir.path(), &args, &[]));
+    // The same stage on local disk gives the same parts.
+    let mut local_args = args;
+    local_args[4] = "local-pairs";
+    ok(&crate::common::prefsmith_in(dir.path(), &local_args));
+    let local = crate::common::manifest(&dir.path().join("local-pairs"));
+    let remote = manifest_json(&rt.block_on(get(&store, "pairs/_manifest.json")));
+    assert_eq!(local["parts"], remote["parts"]);
+    assert_eq!(local["stats"], remote["stats"]);
+    let listed = rt.block_on(keys(&store, "pairs"));
+    assert_eq!(
+        listed.len(),
+        remote["parts"].as_array().unwrap().len() + 1,
+        "exactly the listed parts and the manifest: {listed:?}"
+    );
+}
