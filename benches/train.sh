@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the training numbers of BENCHMARKS.md: DPO throughput of `prefsmith train` on this
 # machine's CPU (burn's flex backend) for the tiny config (configs/train-tiny.toml on the
-# quickstart pairs) and for SmolLM2-135M-Instruct (configs/train-smollm2.toml on 64 quickstart
+# arena pairs) and for SmolLM2-135M-Instruct (configs/train-smollm2.toml on 64 quickstart
 # pairs with reference log-probs from `prefsmith score`). Prints, per model, the median step
 # time over the steps after the first (warm-up), pairs/s and tokens/s at that median, and the
 # peak resident memory of the training process, all read from the run's summary.json.
@@ -14,7 +14,7 @@ bin="$CARGO_TARGET_DIR/debug/prefsmith"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-"$bin" run configs/quickstart.toml >/dev/null
+"$bin" run configs/arena-pairs.toml >/dev/null
 report() {
   python3 - "$1" "$2" <<'PY'
 import json, statistics, sys
@@ -39,11 +39,11 @@ sed -e "s#\"out/train-tiny\"#\"$work/tiny\"#" -e "s#^epochs = 1#epochs = 1\nmax-
 report tiny "$work/tiny/summary.json"
 
 bash scripts/fetch-smollm2 >/dev/null
-"$bin" sql --table pairs=out/quickstart/pairs --output "$work/pairs-64.parquet" \
+"$bin" sql --table pairs=out/arena/pairs --output "$work/pairs-64.parquet" \
   "SELECT * FROM pairs ORDER BY prompt_id LIMIT 64" >/dev/null
 "$bin" score --input "$work/pairs-64.parquet" --output "$work/pairs-64-ref" --role reference \
   --max-length 256 --max-prompt-length 96 >/dev/null
-sed -e "s#\"out/quickstart/pairs-64-ref\"#\"$work/pairs-64-ref\"#" \
+sed -e "s#\"out/arena/pairs-64-ref\"#\"$work/pairs-64-ref\"#" \
   -e "s#\"out/train-smollm2\"#\"$work/smollm2\"#" \
   -e "s#^max-steps = .*#max-steps = ${MAX_STEPS:-7}#" configs/train-smollm2.toml > "$work/smollm2.toml"
 "$bin" train --config "$work/smollm2.toml" >/dev/null

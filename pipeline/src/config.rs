@@ -354,6 +354,29 @@ pub enum StageConfig {
     SelectMargin(crate::stages::select_margin::SelectMarginConfig),
     /// Write a pair table in a trainer's layout.
     Export(crate::stages::export::ExportConfig),
+    /// Sample responses with a language model (run by the trainer crate).
+    Sample(ModelStageConfig),
+    /// Rate responses with a judge model (run by the trainer crate).
+    Reward(ModelStageConfig),
+    /// Score a pair table's log-probabilities under a policy or reference model.
+    Score(ModelStageConfig),
+    /// Train a model on a pair table.
+    Train(ModelStageConfig),
+}
+
+/// A model stage in a job: its input and output, and settings the trainer crate reads (and
+/// checks, naming unknown keys) when the stage runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelStageConfig {
+    /// The input (default: the previous stage's output).
+    #[serde(default)]
+    pub input: Option<String>,
+    /// The output directory.
+    #[serde(default)]
+    pub output: Option<String>,
+    /// Every other key of the stage.
+    #[serde(flatten)]
+    pub settings: toml::Table,
 }
 
 impl StageConfig {
@@ -367,6 +390,10 @@ impl StageConfig {
             Self::Augment(_) => "augment",
             Self::SelectMargin(_) => "select-margin",
             Self::Export(_) => "export",
+            Self::Sample(_) => "sample",
+            Self::Reward(_) => "reward",
+            Self::Score(_) => "score",
+            Self::Train(_) => "train",
         }
     }
 
@@ -380,6 +407,9 @@ impl StageConfig {
             Self::Augment(c) => c.output.as_deref(),
             Self::SelectMargin(c) => c.output.as_deref(),
             Self::Export(c) => c.output.as_deref(),
+            Self::Sample(c) | Self::Reward(c) | Self::Score(c) | Self::Train(c) => {
+                c.output.as_deref()
+            }
         }
     }
 }
@@ -391,6 +421,10 @@ pub struct JobConfig {
     /// A name for logs (default: the file's stem).
     #[serde(default)]
     pub name: Option<String>,
+    /// How S3 stores are reached (endpoint, region, retries, concurrency); credentials come
+    /// from the environment only.
+    #[serde(default)]
+    pub storage: Option<crate::storage::StorageSettings>,
     /// The stages.
     pub stages: Vec<StageConfig>,
 }

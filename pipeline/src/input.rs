@@ -97,6 +97,15 @@ async fn resolve_with(spec: &str, allow_incomplete: bool) -> Result<InputFiles> 
     }
     let manifest_location = location.child(MANIFEST_FILE);
     if let Some(manifest) = Manifest::read_at(&manifest_location).await? {
+        if manifest.parts.is_empty() {
+            return Err(Error::InvalidData {
+                context: spec.into(),
+                message: format!(
+                    "the output of a '{}' stage holds no table to read",
+                    manifest.stage
+                ),
+            });
+        }
         let listing: std::collections::HashMap<String, u64> = location
             .list()
             .await?

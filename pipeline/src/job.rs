@@ -5,7 +5,9 @@
 
 use tracing::info;
 
-use crate::config::{JobConfig, StageConfig};
+use futures::future::BoxFuture;
+
+use crate::config::{JobConfig, ModelStageConfig, StageConfig};
 use crate::error::{Error, Result};
 use crate::input;
 use crate::manifest::Manifest;
@@ -25,16 +27,39 @@ pub struct StageRun {
     pub up_to_date: bool,
 }
 
-/// Runs every stage of `job`.
+/// Runs the model stages of a job (sample, reward, score, train); the trainer crate provides
+/// it. `run` returns the stage's manifest and whether it was up to date (not rerun).
+pub trait ModelStages: Send + Sync {
+    /// Runs stage `kind` from `input` into `output`, unless its output is up to date (and
+    /// `force` is off). `key` names the stage in messages.
+    fn run<'a>(
+        &'a self,
+        kind: &'static str,
+        config: &'a ModelStageConfig,
+        input: Option<String>,
+        output: &'a str,
+        key: &'a str,
+        force: bool,
+    ) -> BoxFuture<'a, Result<(Manifest, bool)>>;
+}
+
+/// Runs every stage of `job`; model stages go to `models` (an error naming the stage when
+/// there is none).
 pub async fn run(
     job: &JobConfig,
     source_name: &str,
     options: &RunOptions,
     force: bool,
+    models: Option<&dyn ModelStages>,
 ) -> Result<Vec<StageRun>> {
     if job.stages.is_empty() {
         return Err(Error::config(source_name, "the job has no stages"));
     }
+    if let Some(settings) = &job.storage {
+        settings.validate(&format!("{source_name}: [storage]"))?;
+        crate::storage::configure(settings.clone());
+    }
+    let total = job.stages.len();
     let mut previous: Option<String> = None;
     let mut runs = Vec::new();
     for (i, stage) in job.stages.iter().enumerate() {
@@ -43,7 +68,36 @@ pub async fn run(
             .output()
             .ok_or_else(|| Error::config(&key, "missing key 'output'"))?
             .to_string();
+        info!(
+            stage = stage.kind(),
+            step = format!("{}/{total}", i + 1),
+            %output,
+            "job: stage"
+        );
         let run = match stage {
+            StageConfig::Sample(config)
+            | StageConfig::Reward(config)
+            | StageConfig::Score(config)
+            | StageConfig::Train(config) => {
+                let Some(models) = models else {
+                    return Err(Error::config(
+                        &key,
+                        "this program cannot run model stages (use the prefsmith binary)",
+                    ));
+                };
+                let input = match (&config.input, &previous) {
+                    (Some(own), _) => Some(own.clone()),
+                    (None, previous) => previous.clone(),
+                };
+                let (manifest, up_to_date) = models
+                    .run(stage.kind(), config, input, &output, &key, force)
+                    .await?;
+                if up_to_date {
+                    skip(stage.kind(), output.clone(), manifest)
+                } else {
+                    fresh(stage.kind(), output.clone(), manifest)
+                }
+            }
             StageConfig::Synth(config) => {
                 let hash = synth::synth_config_hash(config);
                 match up_to_date(&output, "synth", &hash, force).await? {
@@ -110,7 +164,10 @@ pub async fn run(
                 }
             }
         };
-        previous = Some(output);
+        // A train stage writes a model, not a table: the next stage reads the last table.
+        if !matches!(stage, StageConfig::Train(_)) {
+            previous = Some(output);
+        }
         runs.push(run);
     }
     Ok(runs)

@@ -98,6 +98,9 @@ pub struct Timing {
     pub started_unix: f64,
     /// Wall-clock seconds.
     pub seconds: f64,
+    /// Peak resident memory of the process when the manifest was written, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<u64>,
 }
 
 impl Manifest {
@@ -123,6 +126,7 @@ impl Manifest {
             timing: Timing {
                 started_unix,
                 seconds: 0.0,
+                peak_rss_bytes: None,
             },
         }
     }
@@ -327,6 +331,7 @@ impl StageWriter {
             }
         }
         manifest.rows = self.parts.iter().map(|p| p.rows).sum();
+        manifest.timing.peak_rss_bytes = crate::stages::peak_rss_bytes();
         manifest.parts = std::mem::take(&mut self.parts);
         let mut text =
             serde_json::to_string_pretty(&manifest).expect("a manifest always serializes");

@@ -19,7 +19,15 @@ pub struct Args {
 pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     let config: JobConfig = load_toml(&args.job)?;
     let source = args.job.display().to_string();
-    let runs = job::run(&config, &source, &RunOptions { threads }, args.force).await?;
+    let models = prefsmith_trainer::job::TrainerStages;
+    let runs = job::run(
+        &config,
+        &source,
+        &RunOptions { threads },
+        args.force,
+        Some(&models),
+    )
+    .await?;
     for stage in &runs {
         let output = stage.output.clone();
         match stage.kind {
@@ -29,6 +37,15 @@ pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
             "augment" => super::augment::print_summary(&output, &stage.manifest),
             "route" => super::route::print_summary(&output, &stage.manifest),
             "export" => super::export::print_summary(&output, &stage.manifest),
+            "train" => {
+                let steps = stage
+                    .manifest
+                    .stats
+                    .get("steps")
+                    .cloned()
+                    .unwrap_or_default();
+                println!("train: {steps} steps; model in {output}/model");
+            }
             kind => {
                 let state = if stage.up_to_date {
                     " (up to date, not rerun)"

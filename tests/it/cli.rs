@@ -5,19 +5,16 @@ use std::path::Path;
 
 use crate::common::{data, manifest, ok, prefsmith, prefsmith_in, repo, tempdir};
 
-/// `configs/quickstart.toml` with its output redirected into `dir`.
+/// `configs/arena-pairs.toml` with its output redirected into `dir`.
 fn quickstart_in(dir: &Path) -> std::path::PathBuf {
-    let text =
-        std::fs::read_to_string(repo().join("configs/quickstart.toml")).expect("quickstart config");
+    let text = std::fs::read_to_string(repo().join("configs/arena-pairs.toml"))
+        .expect("quickstart config");
     assert!(
-        text.contains("out/quickstart/pairs"),
-        "the quickstart writes out/quickstart/pairs"
+        text.contains("out/arena/pairs"),
+        "the quickstart writes out/arena/pairs"
     );
     let text = text
-        .replace(
-            "out/quickstart/pairs",
-            &dir.join("pairs").display().to_string(),
-        )
+        .replace("out/arena/pairs", &dir.join("pairs").display().to_string())
         .replace("\"data/", &format!("\"{}/data/", repo().display()));
     let job = dir.join("quickstart.toml");
     std::fs::write(&job, text).expect("write job");

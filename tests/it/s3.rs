@@ -522,3 +522,110 @@ fn stopping_the_server_mid_write_fails_cleanly_and_the_rerun_completes() {
         "exactly the listed parts and the manifest: {listed:?}"
     );
 }
+
+/// `configs/s3-job.toml` — the whole quickstart job (SmolLM2 on the CPU) on S3 — killed
+/// (SIGKILL) once its first stage is complete, then rerun: the finished stage is not
+/// recomputed, the rest completes, and a third run finds everything up to date.
+#[test]
+fn the_s3_job_survives_a_sigkill_and_resumes_where_it_stopped() {
+    crate::model::smollm2_path();
+    let server = shared();
+    let bucket = server.bucket("s3job");
+    let store = server.store(&bucket);
+    let rt = runtime();
+    rt.block_on(upload(
+        &store,
+        "data/arena_bench_v1_scored.parquet",
+        Path::new(&data(ARENA)),
+    ));
+    let dir = tempdir();
+    let text = std::fs::read_to_string(crate::common::repo().join("configs/s3-job.toml"))
+        .expect("configs/s3-job.toml")
+        .replace("s3://prefsmith-quickstart/", &format!("s3://{bucket}/"));
+    std::fs::write(dir.path().join("s3-job.toml"), text).unwrap();
+    let staging = dir.path().join("staging");
+    let staging_env = ("PREFSMITH_STAGING", staging.to_str().unwrap());
+    let command = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_prefsmith"));
+        command
+            .args(["run", "s3-job.toml"])
+            .current_dir(dir.path())
+            .env("RUST_LOG", "warn")
+            .env(staging_env.0, staging_env.1)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in server.env() {
+            command.env(k, v);
+        }
+        command
+    };
+    let first_manifest = "quickstart/responses/_manifest.json";
+    let mut child = command().spawn().expect("prefsmith runs");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !rt
+        .block_on(keys(&store, "quickstart/responses"))
+        .iter()
+        .any(|k| k == first_manifest)
+    {
+        if let Ok(Some(status)) = child.try_wait() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the job ended ({status}) before its first stage finished:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sample did not finish in 10 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let sampled = rt.block_on(get(&store, first_manifest));
+    // The stage that was running has no manifest.
+    assert!(
+        !rt.block_on(keys(&store, "quickstart/rated"))
+            .iter()
+            .any(|k| k.ends_with("_manifest.json"))
+    );
+
+    let out = command().output().expect("prefsmith runs");
+    let stdout = ok(&out);
+    assert!(
+        stdout.contains(&format!(
+            "sample: 8 rows in s3://{bucket}/quickstart/responses (up to date, not rerun)"
+        )),
+        "{stdout}"
+    );
+    assert_eq!(
+        rt.block_on(get(&store, first_manifest)),
+        sampled,
+        "the finished stage was not recomputed"
+    );
+    for stage in [
+        "responses",
+        "rated",
+        "cleaned",
+        "pairs",
+        "scored-ref",
+        "seed",
+        "scored-policy",
+        "selected",
+        "routed",
+        "trl",
+        "model",
+    ] {
+        let manifest =
+            manifest_json(&rt.block_on(get(&store, &format!("quickstart/{stage}/_manifest.json"))));
+        assert!(manifest["stage"].is_string(), "{stage}: {manifest}");
+    }
+    let model_files = rt.block_on(keys(&store, "quickstart/model/model"));
+    assert!(
+        model_files.iter().any(|k| k.ends_with("model.safetensors"))
+            && model_files.iter().any(|k| k.ends_with("tokenizer.json")),
+        "{model_files:?}"
+    );
+    let stdout = ok(&command().output().expect("prefsmith runs"));
+    assert_eq!(stdout.matches("up to date").count(), 11, "{stdout}");
+}

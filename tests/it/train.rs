@@ -639,7 +639,7 @@ fn the_cli_trains_on_a_selected_pair_table_and_the_model_scores() {
     let tiny = std::fs::read_to_string(crate::common::repo().join("configs/train-tiny.toml"))
         .unwrap()
         .replace(
-            "\"out/quickstart/pairs\"",
+            "\"out/arena/pairs\"",
             &format!("{:?}", pairs.display().to_string()),
         )
         .replace(

@@ -15,6 +15,7 @@ use crate::rng::Rng;
 
 /// Sampling settings (the manifest records them).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct SamplingConfig {
     /// Responses per prompt.
     pub n: usize,

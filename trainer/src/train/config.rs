@@ -125,6 +125,11 @@ pub struct DataSection {
     /// MixDPO routing from the `route` column: `auto` (default), `on`, `off`.
     #[serde(default)]
     pub mixdpo: MixDpo,
+    /// Train on a seeded random subset of this many pairs (BeeS's seed model is DPO on 2,000
+    /// random pairs): the pairs whose sha256 of `"subset:{seed}:{prompt_id}:{row}"` is
+    /// smallest, kept in table order. Default: all pairs.
+    #[serde(default)]
+    pub subset: Option<usize>,
 }
 
 fn default_max_length() -> usize {

@@ -78,6 +78,8 @@ pub struct DataStats {
     pub reference_from_table: bool,
     /// sha256 (first 16 bytes, hex) over every token sequence, gap, route and reference value.
     pub data_hash: String,
+    /// Pairs kept by `data.subset` (before the eval split), when set.
+    pub subset: Option<usize>,
 }
 
 /// The training and evaluation pairs.
@@ -443,6 +445,20 @@ pub async fn load_pairs(
         )));
     }
 
+    if let Some(n) = data.subset {
+        if n < 2 {
+            return Err(Error::Config(format!(
+                "data.subset = {n}: a subset needs at least 2 pairs"
+            )));
+        }
+        let keep = smallest_by_hash(&out, n, &format!("subset:{seed}"));
+        out = out
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(pair, kept)| kept.then_some(pair))
+            .collect();
+        stats.subset = Some(out.len());
+    }
     let (train, eval) = split(out, data.eval_fraction, seed);
     stats.train_pairs = train.len();
     stats.eval_pairs = eval.len();
@@ -457,19 +473,7 @@ fn split(pairs: Vec<TrainPair>, fraction: f64, seed: u64) -> (Vec<TrainPair>, Ve
     if n_eval == 0 {
         return (pairs, Vec::new());
     }
-    let mut keyed: Vec<([u8; 32], usize)> = pairs
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let digest = Sha256::digest(format!("{seed}:{}:{}", p.prompt_id, p.row).as_bytes());
-            (digest.into(), i)
-        })
-        .collect();
-    keyed.sort();
-    let mut is_eval = vec![false; pairs.len()];
-    for (_, i) in keyed.iter().take(n_eval) {
-        is_eval[*i] = true;
-    }
+    let is_eval = smallest_by_hash(&pairs, n_eval, &seed.to_string());
     let (mut train, mut eval) = (Vec::new(), Vec::new());
     for (pair, held_out) in pairs.into_iter().zip(is_eval) {
         if held_out {
@@ -479,6 +483,24 @@ fn split(pairs: Vec<TrainPair>, fraction: f64, seed: u64) -> (Vec<TrainPair>, Ve
         }
     }
     (train, eval)
+}
+
+/// Marks the `n` pairs whose sha256 of `"{salt}:{prompt_id}:{row}"` is smallest.
+fn smallest_by_hash(pairs: &[TrainPair], n: usize, salt: &str) -> Vec<bool> {
+    let mut keyed: Vec<([u8; 32], usize)> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let digest = Sha256::digest(format!("{salt}:{}:{}", p.prompt_id, p.row).as_bytes());
+            (digest.into(), i)
+        })
+        .collect();
+    keyed.sort();
+    let mut marked = vec![false; pairs.len()];
+    for (_, i) in keyed.iter().take(n) {
+        marked[*i] = true;
+    }
+    marked
 }
 
 fn data_hash<'a>(pairs: impl Iterator<Item = &'a TrainPair>) -> String {

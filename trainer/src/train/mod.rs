@@ -241,13 +241,7 @@ pub fn reduce_gradients(
     accumulator.accumulate(model, micro);
 }
 
-/// Peak resident memory of this process in bytes (Linux), for the summary.
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
+use prefsmith_pipeline::stages::peak_rss_bytes;
 
 /// Fills in reference log-probs the table did not carry, with the reference model, once
 /// (through the score cache, so a rerun or a resume does not recompute them).
