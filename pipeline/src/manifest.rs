@@ -154,6 +154,9 @@ impl Manifest {
 /// Columns holding a handful of distinct labels, dictionary-encoded in stage outputs.
 const LABEL_COLUMNS: &[&str] = &["strategy", "route", "copy", "skip_reason"];
 
+/// Buffered bytes at which a part's row group is closed.
+const ROW_GROUP_BYTES: usize = 64 * 1024 * 1024;
+
 /// Deterministic part names: `part-00000.parquet`, …
 pub fn part_name(index: usize) -> String {
     format!("part-{index:05}.parquet")
@@ -247,6 +250,14 @@ impl StageWriter {
                 .write(&slice)
                 .await
                 .map_err(|e| write_error(&part.location, e))?;
+            // Row groups end at 128 Ki rows or this many buffered bytes, whichever comes
+            // first: long texts would otherwise hold hundreds of MB per row group.
+            if part.writer.in_progress_size() >= ROW_GROUP_BYTES {
+                part.writer
+                    .flush()
+                    .await
+                    .map_err(|e| write_error(&part.location, e))?;
+            }
             part.rows += take as u64;
             offset += take;
             if part.rows as usize >= self.max_rows_per_file {
@@ -332,6 +343,10 @@ impl StageWriter {
         }
         manifest.rows = self.parts.iter().map(|p| p.rows).sum();
         manifest.timing.peak_rss_bytes = crate::stages::peak_rss_bytes();
+        if manifest.timing.seconds == 0.0 {
+            manifest.timing.seconds =
+                (crate::stages::now_unix() - manifest.timing.started_unix).max(0.0);
+        }
         manifest.parts = std::mem::take(&mut self.parts);
         let mut text =
             serde_json::to_string_pretty(&manifest).expect("a manifest always serializes");

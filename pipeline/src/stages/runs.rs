@@ -98,17 +98,32 @@ struct OpenRun {
 }
 
 /// Selects pairs from `input` (sorted by prompt id), returning the output batches.
+///
+/// Finished batches go to `output` as soon as they are complete, so that memory holds a few
+/// batches per file, not the file's result (the receiver bounds the channel). A closed
+/// receiver (the consumer stopped) ends the work early.
 pub async fn select_runs(
     mut input: SendableRecordBatchStream,
     columns: RunColumns,
     rule: RunRule,
     ddof: u32,
-) -> Result<Vec<RecordBatch>, RunError> {
+    output: tokio::sync::mpsc::Sender<RecordBatch>,
+) -> Result<(), RunError> {
     let mut state = Runs::new(columns, rule, ddof);
     while let Some(batch) = input.next().await {
         state.push_batch(batch?)?;
+        for done in std::mem::take(&mut state.done) {
+            if output.send(done).await.is_err() {
+                return Ok(());
+            }
+        }
     }
-    state.finish()
+    for done in state.finish()? {
+        if output.send(done).await.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 struct Runs {

@@ -377,9 +377,11 @@ impl Plan<'_> {
         };
         let ddof = self.ddof();
         let task_ctx = new_context(1)?.task_ctx();
-        let mut jobs = Vec::new();
-        for file in &self.input.files.files {
-            let reader = self.ordered_reader(std::slice::from_ref(file), prompt_id.clone())?;
+        let files = &self.input.files.files;
+        // At most `threads` files in flight; each hands its pairs over a small bounded channel
+        // and they are consumed in file order, so memory stays a few batches per file.
+        let start = |i: usize| -> Result<_, SinkError> {
+            let reader = self.ordered_reader(std::slice::from_ref(&files[i]), prompt_id.clone())?;
             let schema = Arc::clone(reader.schema());
             let c = &self.config.columns;
             let columns = RunColumns {
@@ -390,25 +392,36 @@ impl Plan<'_> {
                 index: schema.index_of(self.index_column())?,
             };
             let stream = reader.execute(Arc::clone(&task_ctx));
-            jobs.push(async move {
-                tokio::spawn(select_runs(stream, columns, rule, ddof))
-                    .await
-                    .map_err(|e| {
-                        RunError::Stage(Error::InvalidData {
-                            context: "select".into(),
-                            message: e.to_string(),
-                        })
-                    })?
-            });
+            let (sender, receiver) = tokio::sync::mpsc::channel(4);
+            let task = tokio::spawn(select_runs(stream, columns, rule, ddof, sender));
+            Ok((receiver, task))
+        };
+        let mut active = std::collections::VecDeque::new();
+        let mut next = 0;
+        while next < files.len() && active.len() < threads.max(1) {
+            active.push_back(start(next)?);
+            next += 1;
         }
-        let mut results = futures::stream::iter(jobs).buffered(threads.max(1));
-        while let Some(result) = results.next().await {
-            let batches = result.map_err(|e| match e {
-                RunError::OutOfOrder { previous, next } => SinkError::OutOfOrder { previous, next },
-                RunError::Stage(e) => SinkError::Stage(e),
-            })?;
-            for batch in batches {
+        while let Some((mut receiver, task)) = active.pop_front() {
+            while let Some(batch) = receiver.recv().await {
                 sink.consume(&batch).await?;
+            }
+            task.await
+                .map_err(|e| {
+                    SinkError::Stage(Error::InvalidData {
+                        context: "select".into(),
+                        message: e.to_string(),
+                    })
+                })?
+                .map_err(|e| match e {
+                    RunError::OutOfOrder { previous, next } => {
+                        SinkError::OutOfOrder { previous, next }
+                    }
+                    RunError::Stage(e) => SinkError::Stage(e),
+                })?;
+            if next < files.len() {
+                active.push_back(start(next)?);
+                next += 1;
             }
         }
         Ok(())
