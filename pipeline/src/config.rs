@@ -146,6 +146,9 @@ pub struct SelectConfig {
     /// Rows per output part file (default 1,000,000).
     #[serde(default = "default_max_rows_per_file")]
     pub max_rows_per_file: usize,
+    /// Partition the pair table Hive-style by this column (`strategy=…/part-00000.parquet`).
+    #[serde(default)]
+    pub partition_by: Option<String>,
     /// Declare the long-layout input sorted by prompt id (files in path order, rows in file
     /// order), enabling the streaming aggregation. Verified while running: an input that turns
     /// out unsorted falls back to the hash aggregation. Default: detected from Parquet metadata.
@@ -172,6 +175,7 @@ impl Default for SelectConfig {
             ddof: 0,
             columns: ColumnMap::default(),
             max_rows_per_file: default_max_rows_per_file(),
+            partition_by: None,
             input_sorted: None,
             input_format: crate::formats::InputFormat::Auto,
         }

@@ -15,8 +15,9 @@
 
 use std::collections::BTreeMap;
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{cast, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::metadata::SortingColumn;
@@ -170,7 +171,12 @@ pub struct StageWriter {
     properties: WriterProperties,
     multipart_threshold: usize,
     parts: Vec<PartInfo>,
-    current: Option<OpenPart>,
+    /// Hive-style partitioning: the column and its index.
+    partition_by: Option<(String, usize)>,
+    /// Open parts by partition directory (`""` without partitioning).
+    open: BTreeMap<String, OpenPart>,
+    /// The next part number per partition directory.
+    next_index: BTreeMap<String, usize>,
 }
 
 struct OpenPart {
@@ -178,6 +184,26 @@ struct OpenPart {
     location: Location,
     name: String,
     rows: u64,
+}
+
+/// Most partitions a stage output may have open at once (each holds a row group in memory).
+pub const MAX_OPEN_PARTITIONS: usize = 256;
+
+/// A partition directory name: `column=value`, the value percent-encoded outside
+/// `[A-Za-z0-9._-]`, null as Hive's `__HIVE_DEFAULT_PARTITION__`.
+fn partition_dir(column: &str, value: Option<&str>) -> String {
+    let Some(value) = value else {
+        return format!("{column}=__HIVE_DEFAULT_PARTITION__");
+    };
+    let mut encoded = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"._-".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    format!("{column}={encoded}")
 }
 
 impl StageWriter {
@@ -221,8 +247,49 @@ impl StageWriter {
             properties,
             multipart_threshold: settings()?.multipart_threshold_bytes,
             parts: Vec::new(),
-            current: None,
+            partition_by: None,
+            open: BTreeMap::new(),
+            next_index: BTreeMap::new(),
         })
+    }
+
+    /// Partitions the output Hive-style by `column` (a string, integer or boolean column):
+    /// rows go to `column=value/part-00000.parquet`, … and keep the column. Parts are listed
+    /// by partition, then part number; rows keep their order within a partition.
+    pub fn partition_by(mut self, column: Option<&str>) -> Result<Self> {
+        let Some(column) = column else {
+            return Ok(self);
+        };
+        let index = self.schema.index_of(column).map_err(|_| {
+            Error::config(
+                "partition-by",
+                format!(
+                    "the output has no column '{column}' (it has {})",
+                    self.schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?;
+        let data_type = self.schema.field(index).data_type();
+        let usable = matches!(
+            data_type,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean
+        ) || data_type.is_integer()
+            || matches!(data_type, DataType::Dictionary(_, v) if v.is_integer() || matches!(v.as_ref(), DataType::Utf8));
+        if !usable {
+            return Err(Error::config(
+                "partition-by",
+                format!(
+                    "column '{column}' has type {data_type}; partition by a string, integer or boolean column"
+                ),
+            ));
+        }
+        self.partition_by = Some((column.to_string(), index));
+        Ok(self)
     }
 
     /// The schema every batch must have.
@@ -237,12 +304,35 @@ impl StageWriter {
 
     /// Appends rows, starting a new part whenever the current one is full.
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let Some((column, index)) = self.partition_by.clone() else {
+            return self.write_to(String::new(), batch).await;
+        };
+        let values = cast(batch.column(index), &DataType::Utf8)?;
+        let values = values.as_string::<i32>();
+        let mut rows: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for row in 0..batch.num_rows() {
+            let value = values.is_valid(row).then(|| values.value(row));
+            rows.entry(partition_dir(&column, value))
+                .or_default()
+                .push(row as u32);
+        }
+        for (dir, indices) in rows {
+            let taken = take_record_batch(batch, &UInt32Array::from(indices))?;
+            self.write_to(dir, &taken).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_to(&mut self, partition: String, batch: &RecordBatch) -> Result<()> {
         let mut offset = 0;
         while offset < batch.num_rows() {
-            if self.current.is_none() {
-                self.open_part()?;
+            if !self.open.contains_key(&partition) {
+                self.open_part(&partition)?;
             }
-            let part = self.current.as_mut().expect("a part was just opened");
+            let part = self
+                .open
+                .get_mut(&partition)
+                .expect("a part was just opened");
             let room = self.max_rows_per_file - part.rows as usize;
             let take = room.min(batch.num_rows() - offset);
             let slice = batch.slice(offset, take);
@@ -261,20 +351,46 @@ impl StageWriter {
             part.rows += take as u64;
             offset += take;
             if part.rows as usize >= self.max_rows_per_file {
-                self.close_part().await?;
+                self.close_part(&partition).await?;
             }
         }
         Ok(())
     }
 
-    /// Ends the current part so that the next rows start a new one (e.g. one part per shard).
+    /// Ends the open parts so that the next rows start new ones (e.g. one part per shard).
     pub async fn finish_part(&mut self) -> Result<()> {
-        self.close_part().await
+        let open: Vec<String> = self.open.keys().cloned().collect();
+        for partition in open {
+            self.close_part(&partition).await?;
+        }
+        Ok(())
     }
 
-    fn open_part(&mut self) -> Result<()> {
-        let name = part_name(self.parts.len());
+    fn open_part(&mut self, partition: &str) -> Result<()> {
+        if self.open.len() >= MAX_OPEN_PARTITIONS {
+            return Err(Error::config(
+                "partition-by",
+                format!(
+                    "more than {MAX_OPEN_PARTITIONS} partitions of '{}' at once in {}; partition by a column with fewer values",
+                    self.partition_by.as_ref().map_or("", |(c, _)| c.as_str()),
+                    self.dir
+                ),
+            ));
+        }
+        let next = self.next_index.entry(partition.to_string()).or_insert(0);
+        let name = if partition.is_empty() {
+            part_name(*next)
+        } else {
+            format!("{partition}/{}", part_name(*next))
+        };
+        *next += 1;
         let location = self.dir.child(&name);
+        if let Some(parent) = location
+            .local_path()
+            .and_then(|p| p.parent().map(|p| p.to_path_buf()))
+        {
+            std::fs::create_dir_all(&parent).map_err(Error::io(&parent))?;
+        }
         let sink = BufWriter::with_capacity(
             std::sync::Arc::clone(location.store()),
             location.path().clone(),
@@ -286,17 +402,20 @@ impl StageWriter {
             Some(self.properties.clone()),
         )
         .map_err(|e| write_error(&location, e))?;
-        self.current = Some(OpenPart {
-            writer,
-            location,
-            name,
-            rows: 0,
-        });
+        self.open.insert(
+            partition.to_string(),
+            OpenPart {
+                writer,
+                location,
+                name,
+                rows: 0,
+            },
+        );
         Ok(())
     }
 
-    async fn close_part(&mut self) -> Result<()> {
-        let Some(part) = self.current.take() else {
+    async fn close_part(&mut self, partition: &str) -> Result<()> {
+        let Some(part) = self.open.remove(partition) else {
             return Ok(());
         };
         // `close` writes the footer and completes the upload: only now does the part exist.
@@ -324,10 +443,18 @@ impl StageWriter {
     /// Finishes the last part, removes parts the manifest does not list, and writes the
     /// manifest last. An output with no rows still gets one (empty) part, so it has a schema.
     pub async fn commit(mut self, mut manifest: Manifest) -> Result<Manifest> {
-        if self.parts.is_empty() && self.current.is_none() {
-            self.open_part()?;
+        if self.parts.is_empty() && self.open.is_empty() {
+            self.open_part("")?;
         }
-        self.close_part().await?;
+        self.finish_part().await?;
+        // Partition by partition, parts in number order (part names sort by number).
+        self.parts.sort_by(|a, b| {
+            let dir = |p: &str| {
+                p.rsplit_once('/')
+                    .map_or(String::new(), |(d, _)| d.to_string())
+            };
+            (dir(&a.path), &a.path).cmp(&(dir(&b.path), &b.path))
+        });
         let listed: Vec<&str> = self.parts.iter().map(|p| p.path.as_str()).collect();
         for (location, _) in self.dir.list().await? {
             let name = self.dir.relative_name(&location).unwrap_or_default();
@@ -363,5 +490,73 @@ fn write_error(location: &Location, e: impl std::fmt::Display) -> Error {
     Error::Storage {
         location: location.to_string(),
         message: format!("writing failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn partition_directories_are_hive_style_and_escaped() {
+        assert_eq!(partition_dir("route", Some("dpo")), "route=dpo");
+        assert_eq!(partition_dir("k", Some("a b/c=d")), "k=a%20b%2Fc%3Dd");
+        assert_eq!(partition_dir("k", None), "k=__HIVE_DEFAULT_PARTITION__");
+    }
+
+    #[tokio::test]
+    async fn partitions_are_listed_by_directory_then_number_and_bad_columns_are_named() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("g", DataType::Utf8, true),
+            Field::new("x", DataType::Int64, false),
+        ]));
+        let dir = Location::parse("memory://manifest-test/out").unwrap();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from(vec![
+                    Some("b"),
+                    Some("a"),
+                    None,
+                    Some("b"),
+                ])),
+                Arc::new(Int64Array::from(vec![1, 2, 3, 4])),
+            ],
+        )
+        .unwrap();
+        let mut writer = StageWriter::begin(&dir, Arc::clone(&schema), 1, None)
+            .await
+            .unwrap()
+            .partition_by(Some("g"))
+            .unwrap();
+        writer.write(&batch).await.unwrap();
+        let manifest = Manifest::new("t", "h".into(), &0, vec![], BTreeMap::new(), 0.0);
+        let manifest = writer.commit(manifest).await.unwrap();
+        let paths: Vec<&str> = manifest.parts.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "g=__HIVE_DEFAULT_PARTITION__/part-00000.parquet",
+                "g=a/part-00000.parquet",
+                "g=b/part-00000.parquet",
+                "g=b/part-00001.parquet",
+            ]
+        );
+        let error = StageWriter::begin(&dir, schema, 10, None)
+            .await
+            .unwrap()
+            .partition_by(Some("nope"))
+            .err()
+            .expect("an unknown column is refused")
+            .to_string();
+        assert!(
+            error.contains("'nope'") && error.contains("g, x"),
+            "{error}"
+        );
     }
 }

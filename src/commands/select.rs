@@ -35,6 +35,9 @@ pub struct Args {
     /// Rows per output part.
     #[arg(long)]
     max_rows_per_file: Option<usize>,
+    /// Partition the output Hive-style by a column (`strategy=sweet-spot/part-00000.parquet`).
+    #[arg(long)]
+    partition_by: Option<String>,
     /// Declare whether the long-layout input is sorted by prompt id (`--input-sorted` alone
     /// means true; verified while running). Default: read from the files' metadata.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
@@ -73,6 +76,9 @@ pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     }
     if let Some(rows) = args.max_rows_per_file {
         config.max_rows_per_file = rows;
+    }
+    if let Some(column) = &args.partition_by {
+        config.partition_by = Some(column.clone());
     }
     if let Some(format) = &args.input_format {
         config.input_format = InputFormat::parse(format)?;

@@ -51,7 +51,9 @@ fn job_text(input: &str, root: &str) -> String {
     format!(
         "name = \"s3\"\n\n[[stages]]\nkind = \"select\"\ninput = \"{input}\"\noutput = \"{root}/pairs\"\n\
          strategy = \"sweet-spot\"\nmax-rows-per-file = 100\n\n\
-         [[stages]]\nkind = \"route\"\noutput = \"{root}/routed\"\nroute-percentile = 10\nmax-rows-per-file = 100\n"
+         [[stages]]\nkind = \"route\"\noutput = \"{root}/routed\"\nroute-percentile = 10\nmax-rows-per-file = 100\n\
+         partition-by = \"route\"\n\n\
+         [[stages]]\nkind = \"export\"\noutput = \"{root}/trl\"\nformat = \"trl-standard\"\n"
     )
 }
 
@@ -120,9 +122,22 @@ fn job_on_s3_writes_what_local_disk_gets_and_a_rerun_does_nothing() {
             );
         }
     }
+    // route wrote Hive partitions, which export read back through the manifest.
+    let routed = rt.block_on(keys(&store, "out/routed"));
+    for partition in ["route=dpo", "route=sft"] {
+        assert!(
+            routed
+                .iter()
+                .any(|k| k.starts_with(&format!("out/routed/{partition}/part-"))),
+            "{routed:?}"
+        );
+    }
+    let routed_manifest = manifest_json(&rt.block_on(get(&store, "out/routed/_manifest.json")));
+    let exported = manifest_json(&rt.block_on(get(&store, "out/trl/_manifest.json")));
+    assert_eq!(exported["rows"], routed_manifest["rows"]);
     let before = rt.block_on(get(&store, "out/pairs/_manifest.json"));
     let stdout = ok(&prefsmith_s3(server, dir.path(), &["run", "s3.toml"], &[]));
-    assert_eq!(stdout.matches("up to date").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches("up to date").count(), 3, "{stdout}");
     assert_eq!(rt.block_on(get(&store, "out/pairs/_manifest.json")), before);
     // inspect reads an S3 stage output and says it is complete.
     let stdout = ok(&prefsmith_s3(

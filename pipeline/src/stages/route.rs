@@ -49,6 +49,10 @@ pub struct RouteConfig {
     /// Rows per output part (default 1,000,000).
     #[serde(default = "default_max_rows")]
     pub max_rows_per_file: usize,
+    /// Partition the output Hive-style by a column: `route` gives `route=dpo/` and
+    /// `route=sft/`, the two training sets.
+    #[serde(default)]
+    pub partition_by: Option<String>,
     /// The input's layout (default: detected).
     #[serde(default)]
     pub input_format: InputFormat,
@@ -67,6 +71,7 @@ impl Default for RouteConfig {
         Self {
             input: None,
             output: None,
+            partition_by: None,
             route_threshold: None,
             route_percentile: None,
             margin_column: default_margin_column(),
@@ -186,7 +191,8 @@ pub async fn run(config: &RouteConfig, input: &str, output: &str) -> Result<Mani
         config.max_rows_per_file,
         Some("prompt_id"),
     )
-    .await?;
+    .await?
+    .partition_by(config.partition_by.as_deref())?;
     let mut offset = 0;
     for batch in &batches {
         let n = batch.num_rows();

@@ -100,6 +100,7 @@ pub async fn run(
     let mut sink = PairSink::begin(
         output,
         config.max_rows_per_file,
+        config.partition_by.as_deref(),
         &rule.label,
         validated.rows,
     )
@@ -122,6 +123,7 @@ pub async fn run(
                         sink = PairSink::begin(
                             output,
                             config.max_rows_per_file,
+                            config.partition_by.as_deref(),
                             &rule.label,
                             validated.rows,
                         )
@@ -531,6 +533,7 @@ impl PairSink {
     async fn begin(
         output: &crate::storage::Location,
         max_rows_per_file: usize,
+        partition_by: Option<&str>,
         label: &str,
         input_rows: u64,
     ) -> Result<Self> {
@@ -541,7 +544,8 @@ impl PairSink {
                 max_rows_per_file,
                 Some("prompt_id"),
             )
-            .await?,
+            .await?
+            .partition_by(partition_by)?,
             label: label.to_string(),
             previous: None,
             prompts: 0,
