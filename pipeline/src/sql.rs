@@ -2,14 +2,13 @@
 //! with every prefsmith function registered; results printed or written atomically to Parquet
 //! or CSV.
 
-use std::fs::File;
-use std::path::Path;
-
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::csv;
-use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
+use object_store::buffered::BufWriter;
+use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
 use crate::input;
@@ -46,65 +45,92 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
-    /// The format a file name asks for (`.csv` → CSV, anything else → Parquet).
-    pub fn for_path(path: &Path) -> Self {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some(ext) if ext.eq_ignore_ascii_case("csv") => Self::Csv,
-            _ => Self::Parquet,
+    /// The format a file name or URL asks for (`.csv` → CSV, anything else → Parquet).
+    pub fn for_path(path: &str) -> Self {
+        if path.to_ascii_lowercase().ends_with(".csv") {
+            Self::Csv
+        } else {
+            Self::Parquet
         }
     }
 }
 
-/// Runs `query` and streams the result into `output` (written to a temporary name, renamed
-/// when complete). Returns the number of rows.
+/// Runs `query` and streams the result into `output`, a path or URL. The file appears only
+/// when complete: a local file is written to a staging name and renamed, an S3 object is one
+/// PUT or a multipart upload completed last (aborted on failure). Returns the number of rows.
 pub async fn write(
     ctx: &SessionContext,
     query: &str,
-    output: &Path,
+    output: &str,
     format: OutputFormat,
 ) -> Result<u64> {
+    let location = crate::storage::Location::parse(output)?;
+    if let Some(parent) = location
+        .local_path()
+        .and_then(|p| p.parent().map(|p| p.to_path_buf()))
+    {
+        std::fs::create_dir_all(&parent).map_err(Error::io(&parent))?;
+    }
     let df = ctx.sql(query).await?;
-    let schema = df.schema().as_arrow().clone();
+    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
     let mut stream = df.execute_stream().await?;
-    let file_name = output
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("output");
-    let temp = output.with_file_name(format!(".{file_name}.inprogress"));
-    let file = File::create(&temp).map_err(Error::io(&temp))?;
-    let io_err = |e: &dyn std::fmt::Display| Error::Io {
-        path: temp.clone(),
-        source: std::io::Error::other(e.to_string()),
+    let failed = |e: &dyn std::fmt::Display| Error::Storage {
+        location: location.to_string(),
+        message: format!("writing failed: {e}"),
     };
+    let sink = BufWriter::with_capacity(
+        std::sync::Arc::clone(location.store()),
+        location.path().clone(),
+        crate::storage::settings()?.multipart_threshold_bytes,
+    );
     let mut rows = 0u64;
-    let result: Result<()> = async {
-        match format {
-            OutputFormat::Parquet => {
-                let mut writer = ArrowWriter::try_new(file, std::sync::Arc::new(schema), None)
-                    .map_err(|e| io_err(&e))?;
-                while let Some(batch) = stream.next().await {
-                    let batch = batch?;
-                    rows += batch.num_rows() as u64;
-                    writer.write(&batch).map_err(|e| io_err(&e))?;
-                }
-                writer.close().map_err(|e| io_err(&e))?;
+    match format {
+        OutputFormat::Parquet => {
+            let mut writer =
+                AsyncArrowWriter::try_new(sink, schema, None).map_err(|e| failed(&e))?;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                rows += batch.num_rows() as u64;
+                writer.write(&batch).await.map_err(|e| failed(&e))?;
             }
-            OutputFormat::Csv => {
-                let mut writer = csv::WriterBuilder::new().with_header(true).build(file);
+            writer.close().await.map_err(|e| failed(&e))?;
+        }
+        OutputFormat::Csv => {
+            let mut sink = sink;
+            let mut first = true;
+            let result: Result<()> = async {
                 while let Some(batch) = stream.next().await {
                     let batch = batch?;
                     rows += batch.num_rows() as u64;
-                    writer.write(&batch).map_err(|e| io_err(&e))?;
+                    sink.write_all(&csv_bytes(&batch, first)?)
+                        .await
+                        .map_err(|e| failed(&e))?;
+                    first = false;
                 }
+                if first {
+                    // No rows: still a header.
+                    let empty = RecordBatch::new_empty(std::sync::Arc::clone(&schema));
+                    sink.write_all(&csv_bytes(&empty, true)?)
+                        .await
+                        .map_err(|e| failed(&e))?;
+                }
+                sink.shutdown().await.map_err(|e| failed(&e))
+            }
+            .await;
+            if let Err(e) = result {
+                let _ = sink.abort().await;
+                return Err(e);
             }
         }
-        Ok(())
     }
-    .await;
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&temp);
-        return Err(e);
-    }
-    std::fs::rename(&temp, output).map_err(Error::io(output))?;
     Ok(rows)
+}
+
+/// One batch as CSV text (with the header when `header`).
+fn csv_bytes(batch: &RecordBatch, header: bool) -> Result<Vec<u8>> {
+    let mut writer = csv::WriterBuilder::new()
+        .with_header(header)
+        .build(Vec::new());
+    writer.write(batch)?;
+    Ok(writer.into_inner())
 }

@@ -1,7 +1,5 @@
 //! `prefsmith sql`.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use prefsmith_pipeline::sql::{self, OutputFormat};
@@ -16,7 +14,7 @@ pub struct Args {
     tables: Vec<(String, String)>,
     /// Write the result to this file instead of printing it (.csv → CSV, else Parquet).
     #[arg(long)]
-    output: Option<PathBuf>,
+    output: Option<String>,
 }
 
 fn parse_table(text: &str) -> Result<(String, String), String> {
@@ -34,7 +32,7 @@ pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     match &args.output {
         Some(path) => {
             let rows = sql::write(&ctx, &args.query, path, OutputFormat::for_path(path)).await?;
-            println!("{rows} rows written to {}", path.display());
+            println!("{rows} rows written to {path}");
         }
         None => {
             let batches = sql::collect(&ctx, &args.query).await?;

@@ -135,6 +135,26 @@ fn job_on_s3_writes_what_local_disk_gets_and_a_rerun_does_nothing() {
     let routed_manifest = manifest_json(&rt.block_on(get(&store, "out/routed/_manifest.json")));
     let exported = manifest_json(&rt.block_on(get(&store, "out/trl/_manifest.json")));
     assert_eq!(exported["rows"], routed_manifest["rows"]);
+    // `sql` reads S3 tables and writes its result to S3 (one object, complete or absent).
+    let stdout = ok(&prefsmith_s3(
+        server,
+        dir.path(),
+        &[
+            "sql",
+            "SELECT route, count(*) AS n FROM r GROUP BY route ORDER BY route",
+            "--table",
+            &format!("r={root}/routed"),
+            "--output",
+            &format!("{root}/reports/routes.csv"),
+        ],
+        &[],
+    ));
+    assert!(stdout.contains("2 rows written to"), "{stdout}");
+    let csv = String::from_utf8(rt.block_on(get(&store, "out/reports/routes.csv"))).unwrap();
+    assert!(
+        csv.starts_with("route,n\ndpo,") && csv.contains("\nsft,"),
+        "{csv}"
+    );
     let before = rt.block_on(get(&store, "out/pairs/_manifest.json"));
     let stdout = ok(&prefsmith_s3(server, dir.path(), &["run", "s3.toml"], &[]));
     assert_eq!(stdout.matches("up to date").count(), 3, "{stdout}");
