@@ -71,6 +71,11 @@ async fn resolve_glob(spec: &str) -> Result<InputFiles> {
             files.push(location);
         }
     }
+    plain_files(spec, files)
+}
+
+/// Files that are not a stage output; none at all is an error.
+fn plain_files(spec: &str, files: Vec<Location>) -> Result<InputFiles> {
     if files.is_empty() {
         return Err(Error::NoInputFiles { path: spec.into() });
     }
@@ -88,12 +93,8 @@ async fn resolve_with(spec: &str, allow_incomplete: bool) -> Result<InputFiles> 
     let location = Location::parse(spec)?;
     if let Some(meta) = location.head().await? {
         let mut file = location;
-        file.set_size(meta.size);
-        return Ok(InputFiles {
-            spec: spec.into(),
-            files: vec![file],
-            stage_output: false,
-        });
+        file.set_meta(meta);
+        return plain_files(spec, vec![file]);
     }
     let manifest_location = location.child(MANIFEST_FILE);
     if let Some(manifest) = Manifest::read_at(&manifest_location).await? {
@@ -106,18 +107,21 @@ async fn resolve_with(spec: &str, allow_incomplete: bool) -> Result<InputFiles> 
                 ),
             });
         }
-        let listing: std::collections::HashMap<String, u64> = location
+        let mut listing: std::collections::HashMap<String, Location> = location
             .list()
             .await?
             .into_iter()
-            .filter_map(|(l, meta)| location.relative_name(&l).map(|n| (n, meta.size)))
+            .filter_map(|(l, _)| location.relative_name(&l).map(|n| (n, l)))
             .collect();
         let mut files = Vec::with_capacity(manifest.parts.len());
         for part in &manifest.parts {
-            let mut file = location.child(&part.path);
-            match listing.get(&part.path) {
-                Some(&size) if size == part.bytes => file.set_size(size),
-                Some(&size) => {
+            let file = location.child(&part.path);
+            let size = listing
+                .get(&part.path)
+                .and_then(|listed| listed.known_meta().map(|m| m.size));
+            match size {
+                Some(size) if size == part.bytes => {}
+                Some(size) => {
                     return Err(Error::InvalidData {
                         context: manifest_location.to_string(),
                         message: format!(
@@ -133,7 +137,7 @@ async fn resolve_with(spec: &str, allow_incomplete: bool) -> Result<InputFiles> 
                     });
                 }
             }
-            files.push(file);
+            files.push(listing.remove(&part.path).expect("checked above"));
         }
         return Ok(InputFiles {
             spec: spec.into(),
@@ -159,14 +163,7 @@ async fn resolve_with(spec: &str, allow_incomplete: bool) -> Result<InputFiles> 
     if has_parts && !allow_incomplete {
         return Err(Error::IncompleteStageOutput { path: spec.into() });
     }
-    if files.is_empty() {
-        return Err(Error::NoInputFiles { path: spec.into() });
-    }
-    Ok(InputFiles {
-        spec: spec.into(),
-        files,
-        stage_output: false,
-    })
+    plain_files(spec, files)
 }
 
 /// What a file's footer says.
@@ -190,13 +187,14 @@ pub struct FileInfo {
 impl FileInfo {
     /// Reads a file's footer; a file that is not Parquet, or is truncated, is a named error.
     pub async fn read(location: &Location) -> Result<Self> {
-        let Some(meta) = location.head().await? else {
+        // A listed file carries its metadata; a named one costs a head request.
+        let Some(meta) = location.meta().await? else {
             return Err(Error::NotFound {
                 path: location.to_string(),
             });
         };
         let mut location = location.clone();
-        location.set_size(meta.size);
+        location.set_meta(meta.clone());
         let mut reader = ParquetSource::open(&location).await?;
         let loaded = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
             .await

@@ -297,11 +297,6 @@ impl StageWriter {
         &self.schema
     }
 
-    /// The output directory.
-    pub fn dir(&self) -> &Location {
-        &self.dir
-    }
-
     /// Appends rows, starting a new part whenever the current one is full.
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         let Some((column, index)) = self.partition_by.clone() else {

@@ -174,10 +174,16 @@ pub fn configure(settings: StorageSettings) {
 
 /// The settings S3 stores are built with.
 pub fn settings() -> Result<StorageSettings> {
-    let registry = REGISTRY.lock().expect("storage registry lock");
-    match &registry.settings {
-        Some(settings) => Ok(settings.clone()),
-        None => StorageSettings::from_env(),
+    REGISTRY.lock().expect("storage registry lock").settings()
+}
+
+impl Registry {
+    /// The configured settings, else the environment's.
+    fn settings(&self) -> Result<StorageSettings> {
+        match &self.settings {
+            Some(settings) => Ok(settings.clone()),
+            None => StorageSettings::from_env(),
+        }
     }
 }
 
@@ -209,10 +215,7 @@ fn store_for(scheme: &str, authority: &str, spec: &str) -> Result<Arc<dyn Object
     }
     let store: Arc<dyn ObjectStore> = match scheme {
         "s3" => {
-            let settings = match &registry.settings {
-                Some(settings) => settings.clone(),
-                None => StorageSettings::from_env()?,
-            };
+            let settings = registry.settings()?;
             let mut builder = AmazonS3Builder::from_env()
                 .with_bucket_name(authority)
                 .with_retry(settings.retry());
@@ -255,8 +258,8 @@ pub struct Location {
     path: StorePath,
     /// The local path as the user wrote it (joined with child names), for messages.
     local: Option<PathBuf>,
-    /// The object's size, when a listing or a head request has told it.
-    size: Option<u64>,
+    /// The object's size, version tag and time, when a listing or a head request told them.
+    meta: Option<ObjectMeta>,
 }
 
 impl std::fmt::Debug for Location {
@@ -300,7 +303,7 @@ impl Location {
                 base: format!("{scheme}://{authority}"),
                 path,
                 local: None,
-                size: None,
+                meta: None,
             });
         }
         Self::local(spec, spec)
@@ -327,7 +330,7 @@ impl Location {
             base: String::new(),
             path,
             local: Some(given),
-            size: None,
+            meta: None,
         })
     }
 
@@ -342,7 +345,7 @@ impl Location {
             base: self.base.clone(),
             path,
             local: self.local.as_ref().map(|l| l.join(name)),
-            size: None,
+            meta: None,
         }
     }
 
@@ -358,10 +361,10 @@ impl Location {
                     .local
                     .as_ref()
                     .map(|_| PathBuf::from(format!("/{}", meta.location))),
-                size: None,
+                meta: None,
             },
         };
-        location.size = Some(meta.size);
+        location.meta = Some(meta.clone());
         location
     }
 
@@ -376,14 +379,22 @@ impl Location {
         )
     }
 
-    /// Records the object's size (from a listing or head request).
-    pub fn set_size(&mut self, size: u64) {
-        self.size = Some(size);
+    /// Records what a listing or head request said about the object.
+    pub fn set_meta(&mut self, meta: ObjectMeta) {
+        self.meta = Some(meta);
     }
 
-    /// The object's size, when known from a listing or head request.
-    pub fn known_size(&self) -> Option<u64> {
-        self.size
+    /// What a listing or head request said about the object, if one did.
+    pub fn known_meta(&self) -> Option<&ObjectMeta> {
+        self.meta.as_ref()
+    }
+
+    /// The object's metadata when known, else a head request (`None`: no object here).
+    pub async fn meta(&self) -> Result<Option<ObjectMeta>> {
+        match &self.meta {
+            Some(meta) => Ok(Some(meta.clone())),
+            None => self.head().await,
+        }
     }
 
     /// The name of `other` relative to this location, when `other` lies below it.
@@ -399,11 +410,6 @@ impl Location {
     /// The object path within the store.
     pub fn path(&self) -> &StorePath {
         &self.path
-    }
-
-    /// Whether this is on local disk.
-    pub fn is_local(&self) -> bool {
-        self.local.is_some()
     }
 
     /// The local path, for local locations.
@@ -438,17 +444,13 @@ impl Location {
 
     /// The object's size and version tag, or `None` when there is no object here.
     pub async fn head(&self) -> Result<Option<ObjectMeta>> {
+        // A local directory is not an object (the local store may answer either way).
+        if self.local_path().is_some_and(|p| p.is_dir()) {
+            return Ok(None);
+        }
         match self.store.head(&self.path).await {
-            Ok(meta) if self.local.is_some() && self.local_path().is_some_and(|p| p.is_dir()) => {
-                let _ = meta;
-                Ok(None)
-            }
             Ok(meta) => Ok(Some(meta)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            // A local directory is not an object.
-            Err(_) if self.local.is_some() && self.local_path().is_some_and(|p| p.is_dir()) => {
-                Ok(None)
-            }
             Err(e) => Err(storage_error(self, e)),
         }
     }
@@ -556,18 +558,12 @@ pub struct ParquetSource {
 }
 
 impl ParquetSource {
-    /// A reader of `location`; its size comes from an earlier listing or a head request.
+    /// A reader of `location`; its size comes from an earlier listing, else a head request.
     pub async fn open(location: &Location) -> Result<Self> {
-        let size = match location.known_size() {
-            Some(size) => size,
-            None => match location.head().await? {
-                Some(meta) => meta.size,
-                None => {
-                    return Err(Error::NotFound {
-                        path: location.to_string(),
-                    });
-                }
-            },
+        let Some(size) = location.meta().await?.map(|m| m.size) else {
+            return Err(Error::NotFound {
+                path: location.to_string(),
+            });
         };
         Ok(Self {
             location: location.clone(),

@@ -31,17 +31,29 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
-/// Runs the binary in `dir` with the server's environment (plus `extra`).
-fn prefsmith_s3(server: &S3Server, dir: &Path, args: &[&str], extra: &[(&str, &str)]) -> Output {
+/// The binary in `dir` with the server's environment (plus `extra`), output captured.
+fn s3_command(server: &S3Server, dir: &Path, args: &[&str], extra: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_prefsmith"));
-    command.args(args).current_dir(dir).env("RUST_LOG", "warn");
+    command
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     for (k, v) in server.env() {
         command.env(k, v);
     }
     for (k, v) in extra {
         command.env(k, v);
     }
-    command.output().expect("the prefsmith binary runs")
+    command
+}
+
+/// Runs the binary in `dir` with the server's environment (plus `extra`).
+fn prefsmith_s3(server: &S3Server, dir: &Path, args: &[&str], extra: &[(&str, &str)]) -> Output {
+    s3_command(server, dir, args, extra)
+        .output()
+        .expect("the prefsmith binary runs")
 }
 
 const ARENA: &str = "arena_bench_v1_scored.parquet";
@@ -114,13 +126,11 @@ fn job_on_s3_writes_what_local_disk_gets_and_a_rerun_does_nothing() {
             let remote_bytes = rt.block_on(get(&store, &format!("out/{stage}/{name}")));
             assert!(local_bytes == remote_bytes, "{stage}/{name} differs");
         }
-        let etag = remote["inputs"][0]["etag"].as_str().map(str::to_string);
-        if stage == "pairs" {
-            assert!(
-                etag.is_some(),
-                "the manifest records the input's ETag: {remote}"
-            );
-        }
+        // Every input of a stage on S3 is recorded with its ETag.
+        assert!(
+            remote["inputs"][0]["etag"].is_string(),
+            "the manifest records the input's ETag: {remote}"
+        );
     }
     // route wrote Hive partitions, which export read back through the manifest.
     let routed = rt.block_on(keys(&store, "out/routed"));
@@ -488,28 +498,20 @@ fn stopping_the_server_mid_write_fails_cleanly_and_the_rerun_completes() {
     ));
     let output = format!("s3://{bucket}/pairs");
     let store = server.store(&bucket);
-    let env: Vec<(&str, String)> = server.env();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_prefsmith"));
-    command
-        .args([
-            "select",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            &output,
-            "--max-rows-per-file",
-            "4000",
-        ])
-        .current_dir(dir.path())
-        .env("RUST_LOG", "warn")
-        // Parts of ~8 MB go up as multipart uploads.
-        .env("PREFSMITH_STORAGE_MULTIPART_THRESHOLD_BYTES", "5242880")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    for (k, v) in &env {
-        command.env(k, v);
-    }
-    let child = command.spawn().expect("prefsmith runs");
+    let select = [
+        "select",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        &output,
+        "--max-rows-per-file",
+        "4000",
+    ];
+    // Parts of ~8 MB go up as multipart uploads.
+    let multipart = [("PREFSMITH_STORAGE_MULTIPART_THRESHOLD_BYTES", "5242880")];
+    let child = s3_command(&server, dir.path(), &select, &multipart)
+        .spawn()
+        .expect("prefsmith runs");
     // Stop the server as soon as the first part is stored.
     let deadline = Instant::now() + Duration::from_secs(120);
     while rt.block_on(keys(&store, "pairs")).is_empty() {
@@ -532,18 +534,9 @@ fn stopping_the_server_mid_write_fails_cleanly_and_the_rerun_completes() {
         !listed.iter().any(|k| k.ends_with("_manifest.json")),
         "no manifest after the failed run: {listed:?}"
     );
-    let args = [
-        "select",
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        &output,
-        "--max-rows-per-file",
-        "4000",
-    ];
-    ok(&prefsmith_s3(&server, dir.path(), &args, &[]));
+    ok(&prefsmith_s3(&server, dir.path(), &select, &[]));
     // The same stage on local disk gives the same parts.
-    let mut local_args = args;
+    let mut local_args = select;
     local_args[4] = "local-pairs";
     ok(&crate::common::prefsmith_in(dir.path(), &local_args));
     let local = crate::common::manifest(&dir.path().join("local-pairs"));
@@ -580,20 +573,7 @@ fn the_s3_job_survives_a_sigkill_and_resumes_where_it_stopped() {
     std::fs::write(dir.path().join("s3-job.toml"), text).unwrap();
     let staging = dir.path().join("staging");
     let staging_env = ("PREFSMITH_STAGING", staging.to_str().unwrap());
-    let command = || {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_prefsmith"));
-        command
-            .args(["run", "s3-job.toml"])
-            .current_dir(dir.path())
-            .env("RUST_LOG", "warn")
-            .env(staging_env.0, staging_env.1)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        for (k, v) in server.env() {
-            command.env(k, v);
-        }
-        command
-    };
+    let command = || s3_command(server, dir.path(), &["run", "s3-job.toml"], &[staging_env]);
     let first_manifest = "quickstart/responses/_manifest.json";
     let mut child = command().spawn().expect("prefsmith runs");
     let deadline = Instant::now() + Duration::from_secs(600);

@@ -130,25 +130,18 @@ async fn input_infos(input: &str) -> Result<Vec<FileInfo>> {
     Ok(input::resolve(input).await?.infos().await?)
 }
 
-/// The existing manifest when it records `stage`, `config` and `inputs`.
-async fn up_to_date(
-    output: &str,
-    stage: &str,
-    config: &impl Serialize,
-    inputs: &[FileInfo],
-    force: bool,
-) -> Result<Option<Manifest>> {
+/// The output's manifest, unless `force` asks to rerun regardless.
+async fn existing_manifest(output: &str, force: bool) -> Result<Option<Manifest>> {
     if force {
         return Ok(None);
     }
-    let Some(manifest) = Manifest::read_dir(&Location::parse(output)?).await? else {
-        return Ok(None);
-    };
+    Ok(Manifest::read_dir(&Location::parse(output)?).await?)
+}
+
+/// Whether `manifest` records `stage`, `config` and `inputs`: the stage is up to date.
+fn records(manifest: &Manifest, stage: &str, config: &impl Serialize, inputs: &[FileInfo]) -> bool {
     let config = serde_json::to_value(config).expect("stage configs serialize");
-    Ok((manifest.stage == stage
-        && manifest.config == config
-        && same_inputs(&manifest.inputs, inputs))
-    .then_some(manifest))
+    manifest.stage == stage && manifest.config == config && same_inputs(&manifest.inputs, inputs)
 }
 
 async fn run_stage(
@@ -167,7 +160,9 @@ async fn run_stage(
             stage.model.model = local_model(&stage.model.model).await?;
             let mut expected = stage.clone();
             expected.model_hash = Some(model_hash(&stage.model)?);
-            if let Some(manifest) = up_to_date(output, kind, &expected, &infos, force).await? {
+            if let Some(manifest) = existing_manifest(output, force).await?
+                && records(&manifest, kind, &expected, &infos)
+            {
                 return Ok((manifest, true));
             }
             Ok(($module::run(&stage, &input, output).await?, false))
@@ -241,10 +236,11 @@ async fn run_train(
             toml::Value::String(local_model(&spec).await?),
         );
     }
-    for name in ["reference"] {
-        if let Some(toml::Value::String(spec)) = model.get(name).cloned() {
-            model.insert(name.into(), toml::Value::String(local_model(&spec).await?));
-        }
+    if let Some(toml::Value::String(spec)) = model.get("reference").cloned() {
+        model.insert(
+            "reference".into(),
+            toml::Value::String(local_model(&spec).await?),
+        );
     }
     table.insert("model".into(), toml::Value::Table(model));
     let text = toml::to_string(&table).map_err(|e| Error::Config(format!("{key}: {e}")))?;
@@ -259,15 +255,19 @@ async fn run_train(
         max_batch_tokens: 1,
     };
     recorded["model"]["model_hash"] = serde_json::Value::String(model_hash(&model_settings)?);
-    if let Some(manifest) = up_to_date(output, "train", &recorded, infos, force).await? {
+    let out_dir = Location::parse(output)?;
+    let existing = Manifest::read_dir(&out_dir).await?;
+    if !force
+        && let Some(manifest) = existing.clone()
+        && records(&manifest, "train", &recorded, infos)
+    {
         return Ok((manifest, true));
     }
     let started = std::time::Instant::now();
     let started_unix = now_unix();
-    let out_dir = Location::parse(output)?;
     // A finished run with other settings or inputs (or a forced rerun) starts over; a run
     // without a manifest was interrupted and resumes from its newest checkpoint.
-    let finished_before = Manifest::read_dir(&out_dir).await?.is_some();
+    let finished_before = existing.is_some();
     out_dir.child(MANIFEST_FILE).delete().await?;
     if (force || finished_before) && local_output.exists() {
         std::fs::remove_dir_all(&local_output).map_err(Error::io(&local_output))?;
