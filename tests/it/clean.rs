@@ -378,3 +378,86 @@ fn synthetic_corrupted_data_clean_then_select() {
     ]));
     assert!(stdout.contains("select: 200 pairs"), "{stdout}");
 }
+
+#[test]
+fn large_inputs_stream_in_prompt_order_and_equal_a_whole_read() {
+    // 5,000 prompts × 16 = 80,000 rows: more than one 65,536-row chunk, cut mid-batch at a
+    // prompt boundary. The same rows interleaved across prompts must take the whole-input
+    // path and give the same cleaning, row for row.
+    let dir = tempdir();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    ok(&prefsmith(&[
+        "synth",
+        "--prompts",
+        "5000",
+        "--responses",
+        "16",
+        "--output",
+        &path("synth"),
+    ]));
+    let stdout = ok(&prefsmith(&[
+        "clean",
+        "--input",
+        &path("synth"),
+        "--output",
+        &path("streamed"),
+    ]));
+    assert!(
+        stdout.contains("prompts 5000") && stdout.contains("not converged 0"),
+        "{stdout}"
+    );
+    let streamed = manifest(&dir.path().join("streamed"));
+    assert_eq!(streamed["stats"]["plan"], "streaming", "{streamed}");
+    ok(&prefsmith(&[
+        "sql",
+        "SELECT * FROM synth ORDER BY response_index, prompt_id",
+        "--table",
+        &format!("synth={}", path("synth")),
+        "--output",
+        &path("interleaved.parquet"),
+    ]));
+    ok(&prefsmith(&[
+        "clean",
+        "--input",
+        &path("interleaved.parquet"),
+        "--output",
+        &path("whole"),
+    ]));
+    let whole = manifest(&dir.path().join("whole"));
+    assert_eq!(whole["stats"]["plan"], "whole", "{whole}");
+    for key in [
+        "prompts",
+        "solved",
+        "flagged_comparisons",
+        "mean_iterations",
+        "max_residual",
+    ] {
+        assert_eq!(streamed["stats"][key], whole["stats"][key], "{key}");
+    }
+    let compared = ok(&prefsmith(&[
+        "sql",
+        "SELECT count(*) AS rows, \
+         sum(CASE WHEN a.clean_score = b.clean_score AND a.clean_rank = b.clean_rank \
+             AND a.flagged_comparisons = b.flagged_comparisons THEN 1 ELSE 0 END) AS same \
+         FROM a JOIN b ON a.prompt_id = b.prompt_id AND a.response_index = b.response_index",
+        "--table",
+        &format!("a={}", path("streamed")),
+        "--table",
+        &format!("b={}", path("whole")),
+    ]));
+    assert!(compared.contains("| 80000 | 80000 |"), "{compared}");
+    // The streamed output records that it is in prompt id order: select streams it in turn.
+    ok(&prefsmith(&[
+        "select",
+        "--input",
+        &path("streamed"),
+        "--output",
+        &path("pairs"),
+        "--reward-column",
+        "clean_score",
+    ]));
+    assert_eq!(
+        manifest(&dir.path().join("pairs"))["stats"]["plan"],
+        "long-streaming"
+    );
+}

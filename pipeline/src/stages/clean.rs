@@ -14,6 +14,12 @@
 //! clean_score` (long) or `clean_scores` (wide) selects pairs on the cleaned scores. Prompts
 //! are cleaned in parallel; a prompt that does not converge is passed through (uncleaned Borda
 //! scores), marked `clean_converged = false` and listed in the manifest.
+//!
+//! Memory: the wide layout, and the long layout whose prompts come in ascending key order
+//! (what `synth`, `sample` and `reward` write), are cleaned in chunks of about 65,536 rows cut
+//! at prompt boundaries, so memory stays a chunk whatever the input size (manifest `plan`:
+//! `streaming`; the output then records that it is sorted by prompt id). Comparisons, and long
+//! input out of order, are read whole (`plan`: `whole`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -109,8 +115,9 @@ fn solve(problem: &Problem, temperature: f64) -> Solved {
     }
 }
 
-/// Solves every problem, the prompts split over the cores, with progress lines.
-fn solve_all(problems: &[Problem], temperature: f64) -> Vec<Solved> {
+/// Solves every problem, the prompts split over the cores, with progress lines unless the
+/// caller reports progress itself (`report` false: the streaming path, chunk by chunk).
+fn solve_all(problems: &[Problem], temperature: f64, report: bool) -> Vec<Solved> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let progress = std::sync::Mutex::new(Progress::new("clean", problems.len() as u64));
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -130,7 +137,7 @@ fn solve_all(problems: &[Problem], temperature: f64) -> Vec<Solved> {
                     for (k, out) in slot.iter_mut().enumerate() {
                         *out = Some(solve(&problems[chunk * CHUNK + k], temperature));
                     }
-                    if let Ok(mut p) = progress.lock() {
+                    if report && let Ok(mut p) = progress.lock() {
                         p.advance(slot.len() as u64);
                     }
                 }
@@ -138,7 +145,7 @@ fn solve_all(problems: &[Problem], temperature: f64) -> Vec<Solved> {
         }
     });
     drop(slots);
-    if let Ok(p) = progress.lock() {
+    if report && let Ok(p) = progress.lock() {
         p.finish();
     }
     results.into_iter().map(|r| r.expect("solved")).collect()
@@ -179,6 +186,19 @@ impl Totals {
         }
         self.flagged += c.flagged.len() as u64;
     }
+
+    /// Adds the totals of another chunk.
+    fn merge(&mut self, other: Totals) {
+        self.prompts += other.prompts;
+        self.solved += other.solved;
+        self.passed_through += other.passed_through;
+        self.degenerate += other.degenerate;
+        self.non_converged.extend(other.non_converged);
+        self.iterations += other.iterations;
+        self.max_iterations = self.max_iterations.max(other.max_iterations);
+        self.max_residual = self.max_residual.max(other.max_residual);
+        self.flagged += other.flagged;
+    }
 }
 
 /// Runs `clean` from `input` into `output`.
@@ -208,7 +228,13 @@ pub async fn run(config: &CleanConfig, input: &str, output: &str) -> Result<Mani
         }
     };
     let schema = Arc::clone(&first.schema);
-    let (batches, mut totals, excluded) = if comparisons {
+    // `sorted`: the rows are in ascending prompt id order, recorded in the Parquet metadata
+    // so that `select` after `clean` can stream too.
+    let begin = |schema, sorted: bool| {
+        let sorted_by = sorted.then_some(config.columns.prompt_id.as_str());
+        StageWriter::begin(output, schema, config.max_rows_per_file, sorted_by)
+    };
+    let (writer, mut totals, excluded, layout, streaming) = if comparisons {
         for column in [&config.columns.prompt_id, "i", "j", "outcome"] {
             if !has(column) {
                 return Err(Error::MissingColumn {
@@ -219,7 +245,9 @@ pub async fn run(config: &CleanConfig, input: &str, output: &str) -> Result<Mani
             }
         }
         let rows = read_all_in_order(&files.files, &schema).await?;
-        clean_comparisons(&rows, config, input)?
+        let (batches, totals, excluded) = clean_comparisons(&rows, config, input)?;
+        let writer = write_all(begin, batches, input).await?;
+        (writer, totals, excluded, "comparisons", false)
     } else {
         let validated = input::validate(
             files.clone(),
@@ -227,27 +255,36 @@ pub async fn run(config: &CleanConfig, input: &str, output: &str) -> Result<Mani
             config.input_format.response_layout()?,
         )
         .await?;
-        let rows = read_all_in_order(&files.files, &schema).await?;
-        match validated.layout {
-            Layout::Long => clean_long(
-                &rows,
-                config,
-                validated.has_response_index,
-                validated.has_prompt_id,
-            )?,
-            Layout::Wide => clean_wide(&rows, config)?,
-        }
+        let long = validated.layout == Layout::Long;
+        let streamed =
+            clean_in_chunks(&files.files, &schema, config, &validated, begin, input).await?;
+        let streaming = streamed.is_some();
+        let (writer, totals, excluded) = match streamed {
+            Some(done) => done,
+            None => {
+                // Long input whose prompts are not in key order: a prompt's rows can be
+                // anywhere, so read it whole.
+                info!("clean: prompts are not in order; reading the input whole");
+                let rows = read_all_in_order(&files.files, &schema).await?;
+                let (batches, totals, excluded) = clean_long(
+                    &rows,
+                    config,
+                    validated.has_response_index,
+                    validated.has_prompt_id,
+                    true,
+                )?;
+                (write_all(begin, batches, input).await?, totals, excluded)
+            }
+        };
+        let layout = if long { "long" } else { "wide" };
+        (writer, totals, excluded, layout, streaming)
     };
-    let Some(out_schema) = batches.first().map(RecordBatch::schema) else {
-        return Err(Error::EmptyInput { path: input.into() });
-    };
-    let mut writer = StageWriter::begin(output, out_schema, config.max_rows_per_file, None).await?;
-    for batch in &batches {
-        writer.write(batch).await?;
-    }
     totals.non_converged.sort();
     let stats = [
-        ("layout", json!(if comparisons { "comparisons" } else if batches[0].schema().index_of("clean_scores").is_ok() { "wide" } else { "long" })),
+        ("layout", json!(layout)),
+        // "streaming": chunk by chunk in bounded memory (wide, or long in prompt order);
+        // "whole": the input read whole (comparisons, or long out of order).
+        ("plan", json!(if streaming { "streaming" } else { "whole" })),
         ("prompts", json!(totals.prompts)),
         ("solved", json!(totals.solved)),
         ("passed_through", json!(totals.passed_through)),
@@ -284,6 +321,141 @@ pub async fn run(config: &CleanConfig, input: &str, output: &str) -> Result<Mani
     manifest.timing.seconds = started.elapsed().as_secs_f64();
     info!(prompts = totals.prompts, non_converged = totals.non_converged.len(), flagged = totals.flagged, output = %output, "clean: done");
     Ok(manifest)
+}
+
+/// Rows per chunk of the streaming path (a chunk ends at a prompt boundary, so it can run
+/// over by the rest of one prompt).
+const CHUNK_ROWS: usize = 1 << 16;
+
+/// Writes the batches of an in-memory run; no batches means no input rows.
+async fn write_all<F, Fut>(begin: F, batches: Vec<RecordBatch>, input: &str) -> Result<StageWriter>
+where
+    F: FnOnce(datafusion::arrow::datatypes::SchemaRef, bool) -> Fut,
+    Fut: std::future::Future<Output = Result<StageWriter>>,
+{
+    let Some(schema) = batches.first().map(RecordBatch::schema) else {
+        return Err(Error::EmptyInput { path: input.into() });
+    };
+    let mut writer = begin(schema, false).await?;
+    for batch in &batches {
+        writer.write(batch).await?;
+    }
+    Ok(writer)
+}
+
+/// Cleans the wide layout (one prompt per row), or the long layout when its prompts come in
+/// ascending key order (each prompt's rows then lie together), chunk by chunk: memory stays
+/// a chunk of rows, not the input. Returns `None`, having written nothing that counts (no
+/// manifest), as soon as a long input turns out to be out of order.
+async fn clean_in_chunks<F, Fut>(
+    files: &[crate::storage::Location],
+    schema: &Schema,
+    config: &CleanConfig,
+    validated: &input::ValidatedInput,
+    begin: F,
+    input: &str,
+) -> Result<Option<(StageWriter, Totals, u64)>>
+where
+    F: Fn(datafusion::arrow::datatypes::SchemaRef, bool) -> Fut,
+    Fut: std::future::Future<Output = Result<StageWriter>>,
+{
+    use futures::StreamExt;
+    let long = validated.layout == Layout::Long;
+    let key_column = if validated.has_prompt_id {
+        &config.columns.prompt_id
+    } else {
+        &config.columns.prompt
+    };
+    let mut stream = crate::reader::stream_in_order(files, schema)?;
+    let mut writer: Option<StageWriter> = None;
+    let mut totals = Totals::default();
+    let mut excluded = 0u64;
+    let mut pending: Vec<RecordBatch> = Vec::new();
+    let mut pending_rows = 0usize;
+    let mut rows_done = 0usize;
+    let mut last_key: Option<String> = None;
+    let mut progress = Progress::new("clean", validated.rows);
+    loop {
+        let next = stream.next().await.transpose()?;
+        let finished = next.is_none();
+        if let Some(batch) = next {
+            if long {
+                let keys = batch.column(batch.schema().index_of(key_column)?);
+                for r in 0..batch.num_rows() {
+                    // Nulls are reported by clean_long, which names the row.
+                    let Some(key) = string_at(keys, r) else {
+                        continue;
+                    };
+                    match &last_key {
+                        Some(previous) if previous.as_str() > key => return Ok(None),
+                        Some(previous) if previous.as_str() == key => {}
+                        _ => last_key = Some(key.to_string()),
+                    }
+                }
+            }
+            pending_rows += batch.num_rows();
+            pending.push(batch);
+            if pending_rows < CHUNK_ROWS {
+                continue;
+            }
+        }
+        // The chunk: everything pending, less (long layout, more to come) the rows of its
+        // last prompt, which may continue in the next batch.
+        let mut carry = Vec::new();
+        if long && !finished {
+            let last = pending.last().expect("a batch was just added");
+            let keys = last.column(last.schema().index_of(key_column)?);
+            let end = last.num_rows();
+            let key_at = |r: usize| string_at(keys, r);
+            let mut cut = end;
+            while cut > 0 && key_at(cut - 1) == key_at(end - 1) {
+                cut -= 1;
+            }
+            if cut == 0 {
+                // The whole batch is one prompt: keep gathering.
+                continue;
+            }
+            let last = pending.pop().expect("checked");
+            pending.push(last.slice(0, cut));
+            carry.push(last.slice(cut, end - cut));
+        }
+        let chunk = std::mem::replace(&mut pending, carry);
+        pending_rows = pending.iter().map(RecordBatch::num_rows).sum();
+        let chunk_rows: usize = chunk.iter().map(RecordBatch::num_rows).sum();
+        if chunk_rows > 0 {
+            let (batches, chunk_totals, chunk_excluded) = if long {
+                clean_long(
+                    &chunk,
+                    config,
+                    validated.has_response_index,
+                    validated.has_prompt_id,
+                    false,
+                )?
+            } else {
+                clean_wide(&chunk, config, rows_done, false)?
+            };
+            for batch in &batches {
+                if writer.is_none() {
+                    // Long rows keyed by prompt id come out in its order (or not at all).
+                    let sorted = long && validated.has_prompt_id;
+                    writer = Some(begin(batch.schema(), sorted).await?);
+                }
+                writer.as_mut().expect("begun").write(batch).await?;
+            }
+            totals.merge(chunk_totals);
+            excluded += chunk_excluded;
+            rows_done += chunk_rows;
+            progress.advance(chunk_rows as u64);
+        }
+        if finished {
+            break;
+        }
+    }
+    progress.finish();
+    match writer {
+        Some(writer) => Ok(Some((writer, totals, excluded))),
+        None => Err(Error::EmptyInput { path: input.into() }),
+    }
 }
 
 /// A column as f64 (null where null).
@@ -333,6 +505,7 @@ fn clean_long(
     config: &CleanConfig,
     has_index: bool,
     has_prompt_id: bool,
+    report: bool,
 ) -> Result<(Vec<RecordBatch>, Totals, u64)> {
     let c = &config.columns;
     // (batch, row) of every response, its prompt and index.
@@ -410,7 +583,7 @@ fn clean_long(
         .into_iter()
         .map(|(indices, scores)| Problem::Scores { indices, scores })
         .collect();
-    let solved = solve_all(&problems, config.temperature);
+    let solved = solve_all(&problems, config.temperature, report);
     let mut totals = Totals::default();
     for (p, (_, cleaned)) in solved.iter().enumerate() {
         totals.add(&prompts[p], cleaned);
@@ -468,6 +641,8 @@ fn clean_long(
 fn clean_wide(
     batches: &[RecordBatch],
     config: &CleanConfig,
+    first_row: usize,
+    report: bool,
 ) -> Result<(Vec<RecordBatch>, Totals, u64)> {
     let c = &config.columns;
     let mut problems = Vec::new();
@@ -501,15 +676,15 @@ fn clean_wide(
                     }
                 }
             }
-            labels.push(
-                ids.and_then(|ids| string_at(ids, r))
-                    .map_or_else(|| format!("row {}", labels.len()), str::to_string),
-            );
+            labels.push(ids.and_then(|ids| string_at(ids, r)).map_or_else(
+                || format!("row {}", first_row + labels.len()),
+                str::to_string,
+            ));
             lengths.push(len);
             problems.push(Problem::Scores { indices, scores });
         }
     }
-    let solved = solve_all(&problems, config.temperature);
+    let solved = solve_all(&problems, config.temperature, report);
     let mut totals = Totals::default();
     for (label, (_, cleaned)) in labels.iter().zip(&solved) {
         totals.add(label, cleaned);
@@ -620,7 +795,7 @@ fn clean_comparisons(
     }
     let prompts: Vec<String> = by_prompt.keys().cloned().collect();
     let problems: Vec<Problem> = by_prompt.into_values().map(Problem::Judgments).collect();
-    let solved = solve_all(&problems, config.temperature);
+    let solved = solve_all(&problems, config.temperature, true);
     let mut totals = Totals::default();
     let (mut ids, mut index, mut score, mut rank, mut flags, mut ok) = (
         Vec::new(),
