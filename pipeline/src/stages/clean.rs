@@ -16,7 +16,7 @@
 //! scores), marked `clean_converged = false` and listed in the manifest.
 //!
 //! Memory: the wide layout, and the long layout whose prompts come in ascending key order
-//! (what `synth`, `sample` and `reward` write), are cleaned in chunks of about 65,536 rows cut
+//! (as `synth` writes it), are cleaned in chunks of about 65,536 rows cut
 //! at prompt boundaries, so memory stays a chunk whatever the input size (manifest `plan`:
 //! `streaming`; the output then records that it is sorted by prompt id). Comparisons, and long
 //! input out of order, are read whole (`plan`: `whole`).
