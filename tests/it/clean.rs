@@ -338,27 +338,34 @@ fn long_layout_and_comparisons_with_edge_cases() {
     );
 }
 
+/// `synth` (long layout) into `dir/synth`, then `clean` into `dir/<output>`; clean's stdout.
+fn synth_then_clean(dir: &std::path::Path, prompts: u32, responses: u32, output: &str) -> String {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let (prompts, responses) = (prompts.to_string(), responses.to_string());
+    ok(&prefsmith(&[
+        "synth",
+        "--prompts",
+        &prompts,
+        "--responses",
+        &responses,
+        "--output",
+        &path("synth"),
+    ]));
+    ok(&prefsmith(&[
+        "clean",
+        "--input",
+        &path("synth"),
+        "--output",
+        &path(output),
+    ]))
+}
+
 #[test]
 fn synthetic_corrupted_data_clean_then_select() {
     // synth's rewards carry 2 % degenerate low outliers: exactly what cleaning flags.
     let dir = tempdir();
     let path = |name: &str| dir.path().join(name).display().to_string();
-    ok(&prefsmith(&[
-        "synth",
-        "--prompts",
-        "200",
-        "--responses",
-        "8",
-        "--output",
-        &path("synth"),
-    ]));
-    let stdout = ok(&prefsmith(&[
-        "clean",
-        "--input",
-        &path("synth"),
-        "--output",
-        &path("cleaned"),
-    ]));
+    let stdout = synth_then_clean(dir.path(), 200, 8, "cleaned");
     assert!(
         stdout.contains("prompts 200") && stdout.contains("not converged 0"),
         "{stdout}"
@@ -386,22 +393,7 @@ fn large_inputs_stream_in_prompt_order_and_equal_a_whole_read() {
     // path and give the same cleaning, row for row.
     let dir = tempdir();
     let path = |name: &str| dir.path().join(name).display().to_string();
-    ok(&prefsmith(&[
-        "synth",
-        "--prompts",
-        "5000",
-        "--responses",
-        "16",
-        "--output",
-        &path("synth"),
-    ]));
-    let stdout = ok(&prefsmith(&[
-        "clean",
-        "--input",
-        &path("synth"),
-        "--output",
-        &path("streamed"),
-    ]));
+    let stdout = synth_then_clean(dir.path(), 5000, 16, "streamed");
     assert!(
         stdout.contains("prompts 5000") && stdout.contains("not converged 0"),
         "{stdout}"

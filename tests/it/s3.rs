@@ -31,6 +31,25 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
+/// A fresh bucket on the shared server with the arena file uploaded as `key`; with its store
+/// and a runtime to drive it.
+fn bucket_with_arena(
+    label: &str,
+    key: &str,
+) -> (
+    &'static S3Server,
+    String,
+    Arc<dyn ObjectStore>,
+    tokio::runtime::Runtime,
+) {
+    let server = shared();
+    let bucket = server.bucket(label);
+    let store = server.store(&bucket);
+    let rt = runtime();
+    rt.block_on(upload(&store, key, Path::new(&data(ARENA))));
+    (server, bucket, store, rt)
+}
+
 /// The binary in `dir` with the server's environment (plus `extra`), output captured.
 fn s3_command(server: &S3Server, dir: &Path, args: &[&str], extra: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_prefsmith"));
@@ -75,15 +94,7 @@ fn manifest_json(bytes: &[u8]) -> serde_json::Value {
 
 #[test]
 fn job_on_s3_writes_what_local_disk_gets_and_a_rerun_does_nothing() {
-    let server = shared();
-    let bucket = server.bucket("job");
-    let store = server.store(&bucket);
-    let rt = runtime();
-    rt.block_on(upload(
-        &store,
-        "input/arena.parquet",
-        Path::new(&data(ARENA)),
-    ));
+    let (server, bucket, store, rt) = bucket_with_arena("job", "input/arena.parquet");
 
     let dir = tempdir();
     std::fs::write(
@@ -238,64 +249,75 @@ fn bad_objects_and_bad_access_are_named_errors() {
             extra,
         )
     };
-    let stderr = fails(&select(&format!("s3://{bucket}/notparquet/"), &[]), 1);
-    assert!(
-        stderr.contains(&format!("s3://{bucket}/notparquet/a.parquet"))
-            && stderr.contains("not a readable Parquet file"),
-        "{stderr}"
-    );
-    let stderr = fails(
-        &select(&format!("s3://{bucket}/truncated/a.parquet"), &[]),
-        1,
-    );
-    assert!(
-        stderr.contains(&format!("s3://{bucket}/truncated/a.parquet"))
-            && stderr.contains("not a readable Parquet file"),
-        "{stderr}"
-    );
-    let stderr = fails(&select(&format!("s3://{bucket}/mixed/"), &[]), 1);
-    assert!(
-        stderr.contains(&format!("s3://{bucket}/mixed/b.parquet"))
-            && stderr.contains("all_rm_scores"),
-        "{stderr}"
-    );
-    let stderr = fails(
-        &select(
-            &format!("s3://{bucket}/good/a.parquet"),
+    let object = |key: &str| format!("s3://{bucket}/{key}");
+    // (input, extra environment, exit code, what the error must say).
+    type Case<'a> = (String, &'a [(&'a str, &'a str)], i32, Vec<String>);
+    let cases: [Case; 7] = [
+        (
+            object("notparquet/"),
+            &[],
+            1,
+            vec![
+                object("notparquet/a.parquet"),
+                "not a readable Parquet file".into(),
+            ],
+        ),
+        (
+            object("truncated/a.parquet"),
+            &[],
+            1,
+            vec![
+                object("truncated/a.parquet"),
+                "not a readable Parquet file".into(),
+            ],
+        ),
+        (
+            object("mixed/"),
+            &[],
+            1,
+            vec![object("mixed/b.parquet"), "all_rm_scores".into()],
+        ),
+        (
+            object("good/a.parquet"),
             &[("AWS_SECRET_ACCESS_KEY", "wrong")],
+            2,
+            vec![object("good/a.parquet"), "access denied".into()],
         ),
-        2,
-    );
-    assert!(
-        stderr.contains(&format!("s3://{bucket}/good/a.parquet"))
-            && stderr.contains("access denied"),
-        "{stderr}"
-    );
-    let stderr = fails(
-        &select(
-            &format!("s3://{bucket}/good/a.parquet"),
+        (
+            object("good/a.parquet"),
             &[("AWS_ACCESS_KEY_ID", "nobody")],
+            2,
+            vec!["access denied".into()],
         ),
-        2,
-    );
-    assert!(stderr.contains("access denied"), "{stderr}");
-    let stderr = fails(&select("s3://no-such-bucket-here/x.parquet", &[]), 2);
-    assert!(
-        stderr.contains("s3://no-such-bucket-here/") && stderr.contains("bucket does not exist"),
-        "{stderr}"
-    );
-    // A server that is not there at all.
-    let stderr = fails(
-        &select(
-            &format!("s3://{bucket}/good/a.parquet"),
+        (
+            "s3://no-such-bucket-here/x.parquet".into(),
+            &[],
+            2,
+            vec![
+                "s3://no-such-bucket-here/".into(),
+                "bucket does not exist".into(),
+            ],
+        ),
+        // A server that is not there at all.
+        (
+            object("good/a.parquet"),
             &[
                 ("AWS_ENDPOINT", "http://127.0.0.1:9"),
                 ("PREFSMITH_STORAGE_MAX_RETRIES", "0"),
             ],
+            2,
+            vec!["cannot reach the object store".into()],
         ),
-        2,
-    );
-    assert!(stderr.contains("cannot reach the object store"), "{stderr}");
+    ];
+    for (input, extra, code, expected) in &cases {
+        let stderr = fails(&select(input, extra), *code);
+        for needle in expected {
+            assert!(
+                stderr.contains(needle.as_str()),
+                "{input} {extra:?}: {stderr}"
+            );
+        }
+    }
     // Nothing was written by any of the failures.
     assert!(rt.block_on(keys(&store, "out")).is_empty());
 }
@@ -557,15 +579,8 @@ fn stopping_the_server_mid_write_fails_cleanly_and_the_rerun_completes() {
 #[test]
 fn the_s3_job_survives_a_sigkill_and_resumes_where_it_stopped() {
     crate::model::smollm2_path();
-    let server = shared();
-    let bucket = server.bucket("s3job");
-    let store = server.store(&bucket);
-    let rt = runtime();
-    rt.block_on(upload(
-        &store,
-        "data/arena_bench_v1_scored.parquet",
-        Path::new(&data(ARENA)),
-    ));
+    let (server, bucket, store, rt) =
+        bucket_with_arena("s3job", "data/arena_bench_v1_scored.parquet");
     let dir = tempdir();
     let text = std::fs::read_to_string(crate::common::repo().join("configs/s3-job.toml"))
         .expect("configs/s3-job.toml")

@@ -68,12 +68,13 @@ pub fn spectral_norm(a: &[f64], n: usize) -> f64 {
 /// entry (i, j) is in Ω (`None`: every entry is).
 pub fn pcp(x: &[f64], n: usize, observed: Option<&[bool]>, options: RpcaOptions) -> Rpca {
     assert_eq!(x.len(), n * n, "x must be n × n");
-    let is_observed = |k: usize| observed.is_none_or(|o| o[k]);
+    let mask: Vec<bool> = (0..n * n).map(|k| observed.is_none_or(|o| o[k])).collect();
     // Unobserved entries carry no information: zero them so that norms see Ω only.
-    let x: Vec<f64> = (0..n * n)
-        .map(|k| if is_observed(k) { x[k] } else { 0.0 })
+    let x: Vec<f64> = x
+        .iter()
+        .zip(&mask)
+        .map(|(&v, &seen)| if seen { v } else { 0.0 })
         .collect();
-    let mask: Vec<bool> = (0..n * n).map(is_observed).collect();
     let x_norm = frobenius(&x);
     let mut low_rank = vec![0.0; n * n];
     let mut sparse = vec![0.0; n * n];
@@ -421,17 +422,16 @@ impl SubspaceSvt {
         // τ shrinks by 1.5 each step: leave out of the basis no more energy than a quarter of
         // the next step's τ², so that the basis still proves exactness then.
         let budget = 0.25 * (tau / 1.5).powi(2);
-        let mut rank = n;
         let mut tail = 0.0;
-        for (position, &j) in order.iter().enumerate().rev() {
-            tail += svd.sigma[j] * svd.sigma[j];
-            if tail > budget {
-                rank = position + 1;
-                break;
-            }
-            rank = position;
-        }
-        let rank = rank.max(above + SUBSPACE_GUARD).max(2);
+        let left_out = order
+            .iter()
+            .rev()
+            .take_while(|&&j| {
+                tail += svd.sigma[j] * svd.sigma[j];
+                tail <= budget
+            })
+            .count();
+        let rank = (n - left_out).max(above + SUBSPACE_GUARD).max(2);
         self.has_ritz = false;
         if 2 * rank > n {
             self.rank = 0;
@@ -569,8 +569,7 @@ impl SubspaceSvt {
             self.multiply_v(m);
             if self.has_ritz {
                 let (converged, captured) = self.converged_energy(tau);
-                let pending = !converged;
-                if !pending {
+                if converged {
                     // Rounding in ‖M‖² − Σσ² is a few ulps of ‖M‖² per term.
                     let slack = 1e-13 * total * (self.rank as f64 + 1.0);
                     if total - captured + slack < tau * tau
