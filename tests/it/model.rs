@@ -19,7 +19,7 @@ use prefsmith_trainer::LanguageModel;
 use prefsmith_trainer::reward::{judge, judge_sequences};
 use prefsmith_trainer::sampling::{SamplingConfig, generate};
 use prefsmith_trainer::scoring::{
-    PaddingSide, ScoreItem, ScoreOptions, next_token_logits, score_sequences,
+    PaddingSide, Precision, ScoreItem, ScoreOptions, next_token_logits, score_sequences,
 };
 use prefsmith_trainer::tokenizer::ChatMessage;
 use serde_json::{Value, json};
@@ -141,7 +141,18 @@ fn summed_logprobs_agree_with_llama_cpp() {
         items.push(ScoreItem { prompt, response });
     }
     let scores = score_sequences(&lm, &items, ScoreOptions::default(), |_| {}).unwrap();
-    for (case, score) in cases["cases"].as_array().unwrap().iter().zip(&scores) {
+    let int8_options = ScoreOptions {
+        precision: Precision::Int8,
+        ..Default::default()
+    };
+    let int8 = score_sequences(&lm, &items, int8_options, |_| {}).unwrap();
+    for ((case, score), int8) in cases["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&scores)
+        .zip(&int8)
+    {
         // llama.cpp's own graph on the same weights dequantized to F32 (activations in f32):
         // the requirement, 0.1 nats per sequence.
         let f32_path = case["logp_f32"].as_f64().unwrap();
@@ -150,8 +161,8 @@ fn summed_logprobs_agree_with_llama_cpp() {
         let quantized = case["logp"].as_f64().unwrap();
         let tokens = score.tokens as f64;
         println!(
-            "prefsmith {:.4} | llama.cpp f32 {f32_path:.4} | llama.cpp q4_1 {quantized:.4} ({tokens} tokens)",
-            score.logp
+            "prefsmith {:.4} | int8 {:.4} | llama.cpp f32 {f32_path:.4} | llama.cpp q4_1 {quantized:.4} ({tokens} tokens)",
+            score.logp, int8.logp
         );
         assert!(
             (score.logp - f32_path).abs() < 0.1,
@@ -163,6 +174,15 @@ fn summed_logprobs_agree_with_llama_cpp() {
             "{} vs {quantized}",
             score.logp
         );
+        // prefsmith's int8 path (Q4_1 weights exact, activations 8-bit per 32) is held to the
+        // same per-token bound against both of llama.cpp's paths.
+        for reference in [f32_path, quantized] {
+            assert!(
+                (int8.logp - reference).abs() < 0.05 * tokens,
+                "int8 {} vs {reference}",
+                int8.logp
+            );
+        }
     }
 }
 
@@ -340,6 +360,7 @@ fn batching_and_padding_side_do_not_change_logprobs() {
         let options = ScoreOptions {
             max_batch_tokens: 100_000,
             padding,
+            ..Default::default()
         };
         let batched = score_sequences(&lm, &items, options, |_| {}).unwrap();
         for (b, s) in batched.iter().zip(&single) {
@@ -575,14 +596,16 @@ fn score_reads_its_cache_the_second_time() {
         &path("responses"),
     ]));
     // The cache lives beside the models directory; point both into the test's directory.
-    let score = |output: &str| {
+    let score_at = |output: &str, precision: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_prefsmith"))
             .env("PREFSMITH_MODELS", dir.path().join("models"))
             .args(["score", "--input", &path("responses"), "--output", output])
             .args(["--model", "tiny:3", "--role", "policy"])
+            .args(["--precision", precision])
             .output()
             .expect("prefsmith runs")
     };
+    let score = |output: &str| score_at(output, "f32");
     ok(&score(&path("first")));
     ok(&score(&path("second")));
     let (first, second) = (
@@ -599,4 +622,53 @@ fn score_reads_its_cache_the_second_time() {
         "cached scores are the same scores"
     );
     assert!(dir.path().join("scores").read_dir().unwrap().count() == 1);
+    // int8 scores are other numbers: they have their own cache entry, and say their precision.
+    ok(&score_at(&path("int8"), "int8"));
+    let int8 = manifest(Path::new(&path("int8")));
+    assert_eq!(int8["stats"]["from_cache"], false);
+    assert_eq!(int8["stats"]["precision"], "int8");
+    assert_eq!(first["stats"]["precision"], "f32");
+    assert!(dir.path().join("scores").read_dir().unwrap().count() == 2);
+    let message = fails(&score_at(&path("bad"), "int4"), 2);
+    assert!(message.contains("precision 'int4'"), "{message}");
+}
+
+#[test]
+fn int8_scoring_batches_exactly_and_stays_near_f32() {
+    let lm = LanguageModel::tiny(5, &DeviceSpec::Cpu.device().unwrap()).unwrap();
+    let items: Vec<ScoreItem> = (0..7)
+        .map(|i| ScoreItem {
+            prompt: lm.prompt_ids(&user(&"question ".repeat(i + 1))).unwrap(),
+            response: lm
+                .response_ids(&format!("answer number {i}: {}", "x".repeat(i * 9)))
+                .unwrap(),
+        })
+        .collect();
+    let at = |precision, max_batch_tokens| ScoreOptions {
+        max_batch_tokens,
+        precision,
+        ..Default::default()
+    };
+    let batched = score_sequences(&lm, &items, at(Precision::Int8, 100_000), |_| {}).unwrap();
+    let f32_scores = score_sequences(&lm, &items, at(Precision::F32, 100_000), |_| {}).unwrap();
+    for (i, item) in items.iter().enumerate() {
+        let single = score_sequences(
+            &lm,
+            std::slice::from_ref(item),
+            at(Precision::Int8, 1),
+            |_| {},
+        )
+        .unwrap()[0];
+        // Rows never mix in the int8 engine: a batch is bit-identical to one at a time.
+        assert_eq!(batched[i].logp.to_bits(), single.logp.to_bits(), "item {i}");
+        assert_eq!(batched[i].tokens, item.response.len());
+        let gap = (batched[i].logp - f32_scores[i].logp).abs();
+        assert!(gap > 0.0, "item {i}: int8 is a different arithmetic");
+        assert!(
+            gap < 0.01 * item.response.len() as f64,
+            "item {i}: int8 {} vs f32 {}",
+            batched[i].logp,
+            f32_scores[i].logp
+        );
+    }
 }

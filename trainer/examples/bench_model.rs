@@ -37,6 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tokens: usize = option("--tokens", "512").parse()?;
     let new_tokens: usize = option("--new-tokens", "64").parse()?;
     let runs: usize = option("--runs", "5").parse()?;
+    let precision: prefsmith_trainer::scoring::Precision = option("--precision", "f32").parse()?;
     let lm = LanguageModel::load(model, &device.device()?)?;
 
     // A deterministic stretch of real text tokens.
@@ -53,6 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let options = ScoreOptions {
         max_batch_tokens: tokens,
+        precision,
         ..Default::default()
     };
     score_sequences(&lm, std::slice::from_ref(&item), options, |_| {})?; // warm-up

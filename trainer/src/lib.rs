@@ -12,6 +12,7 @@
 pub mod device;
 pub mod error;
 pub mod gguf;
+pub mod int8;
 pub mod job;
 pub mod lm;
 pub mod losses;

@@ -30,6 +30,8 @@ pub struct LanguageModel {
     pub name: String,
     /// sha256 over the model's files (hex), or over the tiny config and seed.
     pub hash: String,
+    /// The int8 copy of the network, quantized on first use ([`Self::int8`]).
+    int8: std::sync::OnceLock<crate::int8::Int8Llama>,
 }
 
 impl LanguageModel {
@@ -92,6 +94,7 @@ impl LanguageModel {
             template,
             name,
             hash,
+            int8: Default::default(),
         })
     }
 
@@ -118,6 +121,7 @@ impl LanguageModel {
             },
             name: format!("{TINY_PREFIX}{seed}"),
             hash,
+            int8: Default::default(),
         })
     }
 
@@ -150,6 +154,17 @@ impl LanguageModel {
             "model_max_length": config.max_position_embeddings,
         });
         write_json("tokenizer_config.json", &tokenizer_config)
+    }
+
+    /// The network quantized for int8 CPU scoring, built on first use and kept.
+    pub fn int8(&self) -> Result<&crate::int8::Int8Llama> {
+        if let Some(model) = self.int8.get() {
+            return Ok(model);
+        }
+        let started = std::time::Instant::now();
+        let model = crate::int8::Int8Llama::from_model(&self.model)?;
+        info!(model = %self.name, seconds = started.elapsed().as_secs_f64(), "weights quantized to int8");
+        Ok(self.int8.get_or_init(|| model))
     }
 
     /// Token ids of a prompt (template applied, assistant turn opened).

@@ -54,6 +54,32 @@ pub enum PaddingSide {
     Left,
 }
 
+/// The arithmetic of a scoring pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// f32 throughout, on the configured device (the trainer's own arithmetic).
+    #[default]
+    F32,
+    /// 8-bit integer linear layers on the CPU ([`crate::int8`]): about twice as fast on CPUs
+    /// with AVX-512 VNNI, log-probs within a few hundredths of a nat per token of f32's.
+    Int8,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "f32" => Ok(Self::F32),
+            "int8" => Ok(Self::Int8),
+            other => Err(Error::Config(format!(
+                "precision '{other}': expected f32 or int8"
+            ))),
+        }
+    }
+}
+
 /// How scoring batches.
 #[derive(Debug, Clone, Copy)]
 pub struct ScoreOptions {
@@ -61,6 +87,8 @@ pub struct ScoreOptions {
     pub max_batch_tokens: usize,
     /// Padding side.
     pub padding: PaddingSide,
+    /// The arithmetic.
+    pub precision: Precision,
 }
 
 impl Default for ScoreOptions {
@@ -68,6 +96,7 @@ impl Default for ScoreOptions {
         Self {
             max_batch_tokens: 4096,
             padding: PaddingSide::Right,
+            precision: Precision::F32,
         }
     }
 }
@@ -264,6 +293,25 @@ pub fn score_sequences(
         };
         items.len()
     ];
+    if options.precision == Precision::Int8 {
+        if device != Device::flex() {
+            return Err(Error::Config(
+                "precision int8 runs on the CPU only; use --device cpu, or precision f32".into(),
+            ));
+        }
+        let model = lm.int8()?;
+        for plan in plan_batches(items, options.max_batch_tokens) {
+            let batch_items: Vec<&ScoreItem> = plan.iter().map(|&i| &items[i]).collect();
+            for (&i, logps) in plan.iter().zip(model.response_token_logps(&batch_items)?) {
+                out[i] = SequenceScore {
+                    logp: logps.iter().map(|&v| v as f64).sum(),
+                    tokens: logps.len(),
+                };
+            }
+            progress(plan.len());
+        }
+        return Ok(out);
+    }
     for plan in plan_batches(items, options.max_batch_tokens) {
         let batch_items: Vec<&ScoreItem> = plan.iter().map(|&i| &items[i]).collect();
         let batch = PaddedBatch::new(&batch_items, lm.pad_id(), options.padding, &device);

@@ -38,7 +38,7 @@ impl WeightSet {
         self.tensors.keys().map(String::as_str)
     }
 
-    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    pub(crate) fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let Some((found, values)) = self.tensors.remove(name) else {
             return Err(Error::Model {
                 path: self.source.clone(),

@@ -31,7 +31,9 @@ use tracing::info;
 
 use crate::error::{Error, Result};
 use crate::lm::LanguageModel;
-use crate::scoring::{ScoreItem, ScoreOptions, SequenceScore, check_items, score_sequences};
+use crate::scoring::{
+    Precision, ScoreItem, ScoreOptions, SequenceScore, check_items, score_sequences,
+};
 use crate::stages::{ModelSettings, StageOutput, Table, models_dir, prompt_messages, string_list};
 use crate::tokenizer::ChatMessage;
 use crate::train::config::Truncation;
@@ -96,6 +98,11 @@ pub struct ScoreConfig {
     /// Which end of a cut prompt is kept (`keep-end` default, or `keep-start`).
     #[serde(default)]
     pub truncation: Truncation,
+    /// The arithmetic: `f32` (default; the trainer's own) or `int8` (CPU only, about twice as
+    /// fast on CPUs with AVX-512 VNNI; policy and reference compared with each other should
+    /// be scored with the same precision).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 fn yes() -> bool {
@@ -151,10 +158,14 @@ pub(crate) fn pair_side(
     Ok((request, response))
 }
 
-/// The cache file for scoring `items` with `lm`.
-pub(crate) fn cache_file(lm: &LanguageModel, items: &[ScoreItem]) -> PathBuf {
+/// The cache file for scoring `items` with `lm` at `precision`.
+pub(crate) fn cache_file(lm: &LanguageModel, items: &[ScoreItem], precision: Precision) -> PathBuf {
     let mut hasher = Sha256::new();
     hasher.update(lm.hash.as_bytes());
+    // f32 keys stay as they were before int8 existed, so earlier caches remain valid.
+    if precision != Precision::F32 {
+        hasher.update(format!("precision={precision:?}").as_bytes());
+    }
     for item in items {
         hasher.update((item.prompt.len() as u64).to_le_bytes());
         hasher.update((item.response.len() as u64).to_le_bytes());
@@ -334,7 +345,7 @@ pub async fn run(config: &ScoreConfig, input: &str, output: &str) -> Result<Mani
     }
     check_items(&lm, &items, row_of)?;
 
-    let cache = cache_file(&lm, &items);
+    let cache = cache_file(&lm, &items, config.precision);
     let cached = if config.cache {
         read_cache(&cache, items.len())
     } else {
@@ -352,6 +363,7 @@ pub async fn run(config: &ScoreConfig, input: &str, output: &str) -> Result<Mani
             let mut progress = Progress::new("score", items.len() as u64);
             let options = ScoreOptions {
                 max_batch_tokens: config.model.max_batch_tokens,
+                precision: config.precision,
                 ..Default::default()
             };
             let scores = score_sequences(&lm, &items, options, |n| progress.advance(n as u64))?;
@@ -436,6 +448,7 @@ pub async fn run(config: &ScoreConfig, input: &str, output: &str) -> Result<Mani
         ("model", json!(lm.name)),
         ("model_hash", json!(lm.hash)),
         ("role", json!(p)),
+        ("precision", json!(config.precision)),
         ("from_cache", json!(from_cache)),
         (
             "tokens_per_second",

@@ -37,7 +37,8 @@ use crate::losses::{LossMix, PairBatch, PairLogps, StepTotals};
 use crate::model::Llama;
 use crate::rng::Rng;
 use crate::scoring::{
-    PaddedBatch, PaddingSide, ScoreItem, ScoreOptions, score_sequences, sum_per_row, token_logps,
+    PaddedBatch, PaddingSide, Precision, ScoreItem, ScoreOptions, score_sequences, sum_per_row,
+    token_logps,
 };
 use crate::stages::score::{cache_file, read_cache, write_cache};
 use checkpoint::TrainerState;
@@ -284,7 +285,7 @@ fn compute_reference(
             response: p.rejected.clone(),
         });
     }
-    let cache = cache_file(&reference, &items);
+    let cache = cache_file(&reference, &items, Precision::F32);
     let scores = match read_cache(&cache, items.len()) {
         Some(scores) => {
             info!(cache = %cache.display(), "train: reference log-probs from the cache");
