@@ -28,7 +28,8 @@ def find(d, *keys):
             return d[k]
     raise KeyError(keys)
 for label, a, b in [
-    ("scoring 512 tokens", ours["scoring_tok_s"], find(peer, "score_tok_s", "scoring_tok_s")),
+    ("scoring 512, f32", ours["scoring_tok_s"], find(peer, "score_tok_s", "scoring_tok_s")),
+    ("scoring 512, int8", ours["scoring_int8_tok_s"], find(peer, "score_tok_s", "scoring_tok_s")),
     ("generation batch 1", ours["gen_batch1_tok_s"], find(peer, "gen_b1_tok_s", "gen_batch1_tok_s")),
     ("generation batch 8", ours["gen_batch8_tok_s"], find(peer, "gen_b8_tok_s", "gen_batch8_tok_s")),
 ]:

@@ -2,17 +2,18 @@
 //! prefsmith side of `benches/model.sh`; llama.cpp is the peer there).
 //!
 //! `cargo run --example bench_model -- MODEL [--device cpu] [--tokens 512] [--new-tokens 64]
-//! [--runs 5]`
+//! [--runs 5] [--precisions f32,int8]`
 //!
 //! * scoring: one sequence of `--tokens` tokens with a log-prob at every position after the
-//!   first (the work of scoring a response that fills the sequence), median of `--runs`;
+//!   first (the work of scoring a response that fills the sequence), median of `--runs`, at
+//!   each precision (f32, and int8 on the CPU);
 //! * generation: `--new-tokens` tokens past a short ChatML prompt, stop tokens ignored, with 1
 //!   and with 8 samples decoding together; tokens/s counts every generated token.
 
 use std::time::Instant;
 
 use prefsmith_trainer::sampling::{SamplingConfig, generate};
-use prefsmith_trainer::scoring::{ScoreItem, ScoreOptions, score_sequences};
+use prefsmith_trainer::scoring::{Precision, ScoreItem, ScoreOptions, score_sequences};
 use prefsmith_trainer::tokenizer::ChatMessage;
 use prefsmith_trainer::{DeviceSpec, LanguageModel};
 
@@ -37,7 +38,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tokens: usize = option("--tokens", "512").parse()?;
     let new_tokens: usize = option("--new-tokens", "64").parse()?;
     let runs: usize = option("--runs", "5").parse()?;
-    let precision: prefsmith_trainer::scoring::Precision = option("--precision", "f32").parse()?;
+    let default_precisions = if device == DeviceSpec::Cpu {
+        "f32,int8"
+    } else {
+        "f32"
+    };
+    let precisions: Vec<Precision> = option("--precisions", default_precisions)
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
     let lm = LanguageModel::load(model, &device.device()?)?;
 
     // A deterministic stretch of real text tokens.
@@ -52,19 +61,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prompt: ids[..1].to_vec(),
         response: ids[1..].to_vec(),
     };
-    let options = ScoreOptions {
-        max_batch_tokens: tokens,
-        precision,
-        ..Default::default()
-    };
-    score_sequences(&lm, std::slice::from_ref(&item), options, |_| {})?; // warm-up
-    let mut rates = Vec::new();
-    for _ in 0..runs {
-        let started = Instant::now();
-        score_sequences(&lm, std::slice::from_ref(&item), options, |_| {})?;
-        rates.push(tokens as f64 / started.elapsed().as_secs_f64());
+    let mut scoring = Vec::new();
+    for &precision in &precisions {
+        let options = ScoreOptions {
+            max_batch_tokens: tokens,
+            precision,
+            ..Default::default()
+        };
+        score_sequences(&lm, std::slice::from_ref(&item), options, |_| {})?; // warm-up
+        let mut rates = Vec::new();
+        for _ in 0..runs {
+            let started = Instant::now();
+            score_sequences(&lm, std::slice::from_ref(&item), options, |_| {})?;
+            rates.push(tokens as f64 / started.elapsed().as_secs_f64());
+        }
+        let key = match precision {
+            Precision::F32 => "scoring_tok_s",
+            Precision::Int8 => "scoring_int8_tok_s",
+        };
+        scoring.push(format!("\"{key}\": {:.1}", median(rates)));
     }
-    let scoring = median(rates);
 
     let prompt = lm.prompt_ids(&[ChatMessage::new(
         "user",
@@ -99,8 +115,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         generation.push(median(rates));
     }
     println!(
-        "{{\"engine\": \"prefsmith\", \"device\": \"{device}\", \"scoring_tokens\": {tokens}, \"scoring_tok_s\": {scoring:.1}, \"gen_batch1_tok_s\": {:.1}, \"gen_batch8_tok_s\": {:.1}}}",
-        generation[0], generation[1]
+        "{{\"engine\": \"prefsmith\", \"device\": \"{device}\", \"scoring_tokens\": {tokens}, {}, \"gen_batch1_tok_s\": {:.1}, \"gen_batch8_tok_s\": {:.1}}}",
+        scoring.join(", "),
+        generation[0],
+        generation[1]
     );
     Ok(())
 }

@@ -23,39 +23,6 @@
 
 use rayon::prelude::*;
 
-/// Defines a function twice: as written, and compiled for AVX-512 (which LLVM then vectorizes
-/// 16 lanes wide), choosing at run time. The body must be plain safe Rust; helpers it calls
-/// are `#[inline(always)]` so they are compiled in the caller's context.
-macro_rules! multiversion {
-    ($(#[$meta:meta])* pub fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
-        $(#[$meta])*
-        pub fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $(-> $ret)? $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-                unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
-                    body($($arg),*)
-                }
-                if has_avx512() {
-                    // SAFETY: the CPU was checked for every feature `wide` is compiled with.
-                    return unsafe { wide($($arg),*) };
-                }
-            }
-            body($($arg),*)
-        }
-    };
-}
-
-#[cfg(target_arch = "x86_64")]
-fn has_avx512() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-        && std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-}
-
 /// Output columns per packed panel: two 512-bit vectors of sixteen `i32` lanes.
 pub const PANEL: usize = 32;
 
@@ -91,12 +58,20 @@ pub struct PackedWeights {
     mins: Vec<f32>,
 }
 
+const SHIFT: f32 = 12_582_912.0; // 1.5 · 2²³
+
 /// Rounds to the nearest integer (ties to even) without a library call, so loops vectorize;
 /// exact for `|v| < 2²²`.
 #[inline(always)]
 fn round(v: f32) -> f32 {
-    const SHIFT: f32 = 12_582_912.0; // 1.5 · 2²³
     (v + SHIFT) - SHIFT
+}
+
+/// `round(v)` as an integer, read from the mantissa instead of converted (a saturating
+/// float-to-int cast does not vectorize); for `|v| < 2²²`.
+#[inline(always)]
+fn round_to_int(v: f32) -> i32 {
+    (v + SHIFT).to_bits().wrapping_sub(SHIFT.to_bits()) as i32
 }
 
 /// Asymmetric 8-bit quantization of one block of weights: `(d, m)` with
@@ -116,39 +91,59 @@ fn quantize_weight_block(values: &[f32], out: &mut [u8]) -> (f32, f32) {
     (scale, min)
 }
 
-multiversion! {
-    /// Symmetric 8-bit quantization of rows of activations, block by block: `scales[b] =
-    /// max|x| / 127`, `q = round(x / scale)`, and `sums[b] = scale · Σ q`.
-    pub fn quantize_activations(
-        x: &[f32],
-        cols: usize,
-        block: usize,
-        q: &mut [i8],
-        scales: &mut [f32],
-        sums: &mut [f32],
-    ) {
-        let padded_cols = q.len() / (x.len() / cols).max(1);
-        let blocks = padded_cols / block;
+/// Symmetric 8-bit quantization of rows of activations, block by block: `scales[b] =
+/// max|x| / 127`, `q = round(x / scale)` (ties to even), and `sums[b] = scale · Σ q`.
+fn quantize_activations(
+    x: &[f32],
+    cols: usize,
+    block: usize,
+    q: &mut [i8],
+    scales: &mut [f32],
+    sums: &mut [f32],
+    kernel: Kernel,
+) {
+    let padded_cols = q.len() / (x.len() / cols).max(1);
+    let blocks = padded_cols / block;
+    #[cfg(target_arch = "x86_64")]
+    if block == 32 && cols.is_multiple_of(32) && kernel == Kernel::Avx512Vnni {
         for (m, row) in x.chunks_exact(cols).enumerate() {
-            let row_q = &mut q[m * padded_cols..(m + 1) * padded_cols];
-            for b in 0..blocks {
-                let start = b * block;
-                let end = ((b + 1) * block).min(cols);
-                let values = if start < cols { &row[start..end] } else { &[][..] };
-                let max = lane_max_abs(values);
-                let scale = max / 127.0;
-                let inverse = if max > 0.0 { 127.0 / max } else { 0.0 };
-                let block_q = &mut row_q[start..start + block];
-                let mut total = 0i32;
-                for (q, &v) in block_q.iter_mut().zip(values) {
-                    let rounded = round(v * inverse) as i8;
-                    total += rounded as i32;
-                    *q = rounded;
-                }
-                block_q[values.len()..].fill(0);
-                scales[m * blocks + b] = scale;
-                sums[m * blocks + b] = scale * total as f32;
+            let at = m * blocks..(m + 1) * blocks;
+            // SAFETY: the CPU has avx512f and avx512bw (detected); the row has `blocks`
+            // whole blocks of 32 values and `q` as many bytes.
+            unsafe {
+                vnni::quantize_row_32(
+                    row,
+                    &mut q[m * padded_cols..(m + 1) * padded_cols],
+                    &mut scales[at.clone()],
+                    &mut sums[at],
+                )
+            };
+        }
+        return;
+    }
+    for (m, row) in x.chunks_exact(cols).enumerate() {
+        let row_q = &mut q[m * padded_cols..(m + 1) * padded_cols];
+        for b in 0..blocks {
+            let start = b * block;
+            let end = ((b + 1) * block).min(cols);
+            let values = if start < cols {
+                &row[start..end]
+            } else {
+                &[][..]
+            };
+            let max = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let scale = max / 127.0;
+            let inverse = if max > 0.0 { 127.0 / max } else { 0.0 };
+            let block_q = &mut row_q[start..start + block];
+            let mut total = 0i32;
+            for (q, &v) in block_q.iter_mut().zip(values) {
+                let rounded = round_to_int(v * inverse);
+                total += rounded;
+                *q = rounded as i8;
             }
+            block_q[values.len()..].fill(0);
+            scales[m * blocks + b] = scale;
+            sums[m * blocks + b] = scale * total as f32;
         }
     }
 }
@@ -283,7 +278,15 @@ impl QuantizedRows {
         let mut q = vec![0i8; rows * padded_cols];
         let mut scales = vec![0.0f32; rows * blocks];
         let mut sums = vec![0.0f32; rows * blocks];
-        quantize_activations(x, cols, block, &mut q, &mut scales, &mut sums);
+        quantize_activations(
+            x,
+            cols,
+            block,
+            &mut q,
+            &mut scales,
+            &mut sums,
+            Kernel::detect(),
+        );
         Self {
             rows,
             padded_cols,
@@ -391,6 +394,43 @@ mod vnni {
 
     use super::{PANEL, PackedWeights, QuantizedRows, TILE_ROWS};
 
+    /// [`super::quantize_activations`] for one row in blocks of 32: the same scale, rounding
+    /// (ties to even) and sums.
+    ///
+    /// # Safety
+    /// avx512f and avx512bw; `row.len()` a multiple of 32 with `q.len() >= row.len()` and one
+    /// scale and sum per block.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn quantize_row_32(
+        row: &[f32],
+        q: &mut [i8],
+        scales: &mut [f32],
+        sums: &mut [f32],
+    ) {
+        let sign = _mm512_set1_ps(-0.0);
+        for (b, block) in row.chunks_exact(32).enumerate() {
+            // SAFETY: two loads of 16 values within the block, two 16-byte stores within q.
+            unsafe {
+                let lo = _mm512_loadu_ps(block.as_ptr());
+                let hi = _mm512_loadu_ps(block.as_ptr().add(16));
+                let max = _mm512_reduce_max_ps(_mm512_max_ps(
+                    _mm512_andnot_ps(sign, lo),
+                    _mm512_andnot_ps(sign, hi),
+                ));
+                let inverse = _mm512_set1_ps(if max > 0.0 { 127.0 / max } else { 0.0 });
+                let qlo = _mm512_cvtps_epi32(_mm512_mul_ps(lo, inverse));
+                let qhi = _mm512_cvtps_epi32(_mm512_mul_ps(hi, inverse));
+                let total = _mm512_reduce_add_epi32(_mm512_add_epi32(qlo, qhi));
+                let out = q.as_mut_ptr().add(b * 32) as *mut __m128i;
+                _mm_storeu_si128(out, _mm512_cvtepi32_epi8(qlo));
+                _mm_storeu_si128(out.add(1), _mm512_cvtepi32_epi8(qhi));
+                let scale = max / 127.0;
+                scales[b] = scale;
+                sums[b] = scale * total as f32;
+            }
+        }
+    }
+
     /// `R` rows of `x` times one panel of `w`: 2·R accumulators of sixteen `i32` lanes per
     /// block, folded into 2·R f32 accumulators by one fused multiply-add per block.
     ///
@@ -460,338 +500,11 @@ mod vnni {
     }
 }
 
-/// Lanes of the manual reductions below: a float sum is not reassociated by the compiler, so
-/// sums and maxima are kept in this many independent lanes to let it vectorize.
-const LANES: usize = 16;
-
-/// `eˣ` to about 2 ulp for `x` in [−87, 88] (clamped outside; underflows to ~1e-38 rather than
-/// 0, which no softmax here can tell apart): `2ⁿ · e^r` with `n = round(x / ln 2)`, `|r| ≤ ln 2 / 2`
-/// and a degree-6 polynomial for `e^r`. Written without calls so it vectorizes.
-#[inline(always)]
-pub fn exp(x: f32) -> f32 {
-    const LOG2_E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 split in a part exact in few bits and the rest, so n · LN2_HIGH has no rounding.
-    const LN2_HIGH: f32 = 0.693_359_4;
-    const LN2_LOW: f32 = -2.121_944_4e-4;
-    // Adding and subtracting 1.5 · 2²³ rounds to the nearest integer.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2_E + ROUND) - ROUND;
-    let r = (x - n * LN2_HIGH) - n * LN2_LOW;
-    let p = 1.0 / 720.0;
-    let p = p * r + 1.0 / 120.0;
-    let p = p * r + 1.0 / 24.0;
-    let p = p * r + 1.0 / 6.0;
-    let p = p * r + 0.5;
-    let p = p * r + 1.0;
-    let p = p * r + 1.0;
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
-}
-
-#[inline(always)]
-fn lane_max(values: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    let mut chunks = values.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        for (l, v) in lanes.iter_mut().zip(chunk) {
-            *l = if *v > *l { *v } else { *l };
-        }
-    }
-    let rest = chunks
-        .remainder()
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    lanes.iter().fold(rest, |m, &v| m.max(v))
-}
-
-#[inline(always)]
-fn lane_max_abs(values: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; LANES];
-    let mut chunks = values.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        for (l, v) in lanes.iter_mut().zip(chunk) {
-            let a = v.abs();
-            *l = if a > *l { a } else { *l };
-        }
-    }
-    let rest = chunks
-        .remainder()
-        .iter()
-        .fold(0.0f32, |m, &v| m.max(v.abs()));
-    lanes.iter().fold(rest, |m, &v| m.max(v))
-}
-
-/// Replaces `values` by `exp(v − shift)` and returns their sum.
-#[inline(always)]
-fn exp_shifted_sum(values: &mut [f32], shift: f32) -> f32 {
-    let mut lanes = [0.0f32; LANES];
-    let mut chunks = values.chunks_exact_mut(LANES);
-    for chunk in &mut chunks {
-        for (l, v) in lanes.iter_mut().zip(chunk) {
-            *v = exp(*v - shift);
-            *l += *v;
-        }
-    }
-    let mut rest = 0.0;
-    for v in chunks.into_remainder() {
-        *v = exp(*v - shift);
-        rest += *v;
-    }
-    lanes.iter().sum::<f32>() + rest
-}
-
-multiversion! {
-    /// `log Σ exp(row)`, the log-softmax's normaliser.
-    pub fn log_sum_exp(row: &[f32]) -> f32 {
-        let max = lane_max(row);
-        let mut lanes = [0.0f32; LANES];
-        let mut chunks = row.chunks_exact(LANES);
-        for chunk in &mut chunks {
-            for (l, v) in lanes.iter_mut().zip(chunk) {
-                *l += exp(*v - max);
-            }
-        }
-        let rest: f32 = chunks.remainder().iter().map(|v| exp(v - max)).sum();
-        max + (lanes.iter().sum::<f32>() + rest).ln()
-    }
-}
-
-multiversion! {
-    /// SwiGLU: `out[r][j] = silu(gate_up[r][j]) · gate_up[r][width + j]`, rows of `2 · width`.
-    pub fn swiglu(gate_up: &[f32], width: usize, out: &mut [f32]) {
-        for (row, out) in gate_up.chunks_exact(2 * width).zip(out.chunks_exact_mut(width)) {
-            let (gate, up) = row.split_at(width);
-            for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
-                *o = g / (1.0 + exp(-g)) * u;
-            }
-        }
-    }
-}
-
-/// Queries handled together by the attention kernel (their scores and outputs stay in
-/// registers while keys and values stream past). The kernel spells out four rows.
-const QUERY_TILE: usize = 4;
-
-/// Causal softmax attention of one head over one sequence: `q`, `k`, `v` are `[len, d]`;
-/// returns `[len, d]`. Scores are scaled by `1 / √d`. Queries go in tiles of four; a tile's
-/// scores against sixteen keys, and its outputs over sixteen dimensions, are accumulated in
-/// registers.
-pub fn causal_attention_head(q: &[f32], k: &[f32], v: &[f32], d: usize) -> Vec<f32> {
-    attention_with(q, k, v, d, has_avx512())
-}
-
-/// [`causal_attention_head`] with the AVX-512 kernels (`wide`) or the portable ones.
-fn attention_with(q: &[f32], k: &[f32], v: &[f32], d: usize, wide: bool) -> Vec<f32> {
-    let len = q.len() / d;
-    // Keys transposed to [d, padded len], so sixteen keys' scores are one vector.
-    let padded = len.div_ceil(LANES) * LANES;
-    let mut keys = vec![0.0f32; d * padded];
-    for (j, row) in k.chunks_exact(d).enumerate() {
-        for (c, &value) in row.iter().enumerate() {
-            keys[c * padded + j] = value;
-        }
-    }
-    // Values padded to whole vectors of dimensions.
-    let width = d.div_ceil(LANES) * LANES;
-    let mut values = vec![0.0f32; len * width];
-    for (padded_row, row) in values.chunks_exact_mut(width).zip(v.chunks_exact(d)) {
-        padded_row[..d].copy_from_slice(row);
-    }
-    // Queries pre-scaled and interleaved by tile: [tile][d][QUERY_TILE] (padding rows are 0
-    // and never read back).
-    let scale = 1.0 / (d as f32).sqrt();
-    let tiles = len.div_ceil(QUERY_TILE);
-    let mut queries = vec![0.0f32; tiles * QUERY_TILE * d];
-    for (i, row) in q.chunks_exact(d).enumerate() {
-        let (tile, r) = (i / QUERY_TILE, i % QUERY_TILE);
-        for (c, &value) in row.iter().enumerate() {
-            queries[(tile * d + c) * QUERY_TILE + r] = value * scale;
-        }
-    }
-    let mut out = vec![0.0f32; len * d];
-    let mut probs = vec![0.0f32; QUERY_TILE * padded];
-    let mut tile_out = vec![0.0f32; QUERY_TILE * width];
-    for tile in 0..tiles {
-        let first = tile * QUERY_TILE;
-        let rows = QUERY_TILE.min(len - first);
-        let seen = (first + rows).div_ceil(LANES) * LANES;
-        let tile_queries = &queries[tile * d * QUERY_TILE..(tile + 1) * d * QUERY_TILE];
-        #[cfg(target_arch = "x86_64")]
-        if wide {
-            // SAFETY: `has_avx512` checked the CPU; the slices have the lengths the kernel
-            // reads (`keys` is d × padded with seen ≤ padded, `probs` 4 × padded).
-            unsafe { x86::attention_scores(tile_queries, &keys, padded, seen, &mut probs) };
-        }
-        if !wide {
-            portable_attention_scores(tile_queries, &keys, padded, seen, &mut probs);
-        }
-        softmax_tile(&mut probs, padded, seen, first, rows);
-        #[cfg(target_arch = "x86_64")]
-        if wide {
-            // SAFETY: as above; `values` is len × width, and keys beyond first + rows have
-            // probability 0 and are not read (the loop stops at first + rows).
-            unsafe {
-                x86::attention_values(&probs, padded, first + rows, &values, width, &mut tile_out)
-            };
-        }
-        if !wide {
-            portable_attention_values(&probs, padded, first + rows, &values, width, &mut tile_out);
-        }
-        for r in 0..rows {
-            let i = first + r;
-            out[i * d..(i + 1) * d].copy_from_slice(&tile_out[r * width..r * width + d]);
-        }
-    }
-    out
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn has_avx512() -> bool {
-    false
-}
-
-/// `probs[r][j] = Σ_c queries[c][r] · keys[c][j]` for `j < seen`.
-fn portable_attention_scores(
-    queries: &[f32],
-    keys: &[f32],
-    padded: usize,
-    seen: usize,
-    probs: &mut [f32],
-) {
-    for r in 0..QUERY_TILE {
-        for j in 0..seen {
-            probs[r * padded + j] = queries
-                .chunks_exact(QUERY_TILE)
-                .enumerate()
-                .fold(0.0, |acc, (c, q)| q[r].mul_add(keys[c * padded + j], acc));
-        }
-    }
-}
-
-/// `out[r][c] = Σ_{j < keys} probs[r][j] · values[j][c]`.
-fn portable_attention_values(
-    probs: &[f32],
-    padded: usize,
-    keys: usize,
-    values: &[f32],
-    width: usize,
-    out: &mut [f32],
-) {
-    for r in 0..QUERY_TILE {
-        for c in 0..width {
-            out[r * width + c] = (0..keys).fold(0.0, |acc, j| {
-                probs[r * padded + j].mul_add(values[j * width + c], acc)
-            });
-        }
-    }
-}
-
-multiversion! {
-    /// Softmax of each query row of a tile over its visible keys (`0..=first + r`); later
-    /// keys, and rows past the end of the sequence, get probability 0.
-    pub fn softmax_tile(probs: &mut [f32], padded: usize, seen: usize, first: usize, rows: usize) {
-        for r in 0..QUERY_TILE {
-            let row = &mut probs[r * padded..r * padded + seen];
-            if r >= rows {
-                row.fill(0.0);
-                continue;
-            }
-            let i = first + r;
-            let max = lane_max(&row[..=i]);
-            let inverse = 1.0 / exp_shifted_sum(&mut row[..=i], max);
-            row[..=i].iter_mut().for_each(|p| *p *= inverse);
-            row[i + 1..].fill(0.0);
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    use super::{LANES, QUERY_TILE};
-
-    /// Scores of a tile of four queries (`queries[c][r]`) against keys `0..seen`
-    /// (`keys[c][j]`, row length `padded`), into `probs[r][j]`.
-    ///
-    /// # Safety
-    /// avx512f; `seen` a multiple of 16 and at most `padded`; `keys.len() >= d · padded` and
-    /// `probs.len() >= 4 · padded` where `d = queries.len() / 4`.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn attention_scores(
-        queries: &[f32],
-        keys: &[f32],
-        padded: usize,
-        seen: usize,
-        probs: &mut [f32],
-    ) {
-        let d = queries.len() / QUERY_TILE;
-        debug_assert!(seen <= padded && keys.len() >= d * padded && probs.len() >= 4 * padded);
-        // SAFETY: every offset stays below the lengths promised above.
-        unsafe {
-            for j in (0..seen).step_by(LANES) {
-                let mut acc = [_mm512_setzero_ps(); QUERY_TILE];
-                let mut key = keys.as_ptr().add(j);
-                let mut query = queries.as_ptr();
-                for _ in 0..d {
-                    let k = _mm512_loadu_ps(key);
-                    for (r, a) in acc.iter_mut().enumerate() {
-                        *a = _mm512_fmadd_ps(_mm512_set1_ps(*query.add(r)), k, *a);
-                    }
-                    key = key.add(padded);
-                    query = query.add(QUERY_TILE);
-                }
-                for (r, a) in acc.iter().enumerate() {
-                    _mm512_storeu_ps(probs.as_mut_ptr().add(r * padded + j), *a);
-                }
-            }
-        }
-    }
-
-    /// `out[r][c] = Σ_{j < keys} probs[r][j] · values[j][c]` for a tile of four queries.
-    ///
-    /// # Safety
-    /// avx512f; `width` a multiple of 16; `values.len() >= keys · width`, `keys <= padded`,
-    /// `probs.len() >= 4 · padded`, `out.len() >= 4 · width`.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn attention_values(
-        probs: &[f32],
-        padded: usize,
-        keys: usize,
-        values: &[f32],
-        width: usize,
-        out: &mut [f32],
-    ) {
-        debug_assert!(keys <= padded && values.len() >= keys * width && out.len() >= 4 * width);
-        // SAFETY: every offset stays below the lengths promised above.
-        unsafe {
-            for c in (0..width).step_by(LANES) {
-                let mut acc = [_mm512_setzero_ps(); QUERY_TILE];
-                let mut value = values.as_ptr().add(c);
-                for j in 0..keys {
-                    let v = _mm512_loadu_ps(value);
-                    for (r, a) in acc.iter_mut().enumerate() {
-                        *a = _mm512_fmadd_ps(
-                            _mm512_set1_ps(*probs.as_ptr().add(r * padded + j)),
-                            v,
-                            *a,
-                        );
-                    }
-                    value = value.add(width);
-                }
-                for (r, a) in acc.iter().enumerate() {
-                    _mm512_storeu_ps(out.as_mut_ptr().add(r * width + c), *a);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
+    pub(crate) fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
         let mut state = seed;
         (0..n)
             .map(|_| {
@@ -813,58 +526,30 @@ mod tests {
     ];
 
     #[test]
-    fn fast_exp_is_within_a_few_ulp() {
-        let mut x = -87.0f32;
-        while x < 88.0 {
-            let (fast, exact) = (exp(x), (x as f64).exp());
-            assert!(
-                ((fast as f64 - exact) / exact).abs() < 4e-7,
-                "exp({x}) = {fast} vs {exact}"
+    fn simd_and_portable_quantization_agree_bit_for_bit() {
+        let (rows, cols) = (9, 96);
+        let mut x = pseudo_random(rows * cols, 21);
+        x[5] = 0.5; // a tie after scaling is rounded to even by both
+        x[cols..2 * cols].fill(0.0); // an all-zero row
+        let quantize = |kernel| {
+            let (mut q, mut scales, mut sums) = (
+                vec![0i8; rows * cols],
+                vec![0.0; rows * 3],
+                vec![0.0; rows * 3],
             );
-            x += 0.0137;
-        }
-        assert!(exp(-1000.0) < 1e-37 && exp(f32::NEG_INFINITY) < 1e-37);
+            quantize_activations(&x, cols, 32, &mut q, &mut scales, &mut sums, kernel);
+            (q, scales.map_bits(), sums.map_bits())
+        };
+        assert_eq!(quantize(Kernel::detect()), quantize(Kernel::Portable));
     }
 
-    #[test]
-    fn log_sum_exp_and_attention_match_direct_formulas() {
-        let row = pseudo_random(1000, 9)
-            .iter()
-            .map(|v| v * 30.0)
-            .collect::<Vec<_>>();
-        let direct = row.iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
-        assert!((log_sum_exp(&row) as f64 - direct).abs() < 1e-5);
-        for (len, d) in [(37, 8), (70, 64), (1, 20)] {
-            let (q, k, v) = (
-                pseudo_random(len * d, 10),
-                pseudo_random(len * d, 11),
-                pseudo_random(len * d, 12),
-            );
-            let out = causal_attention_head(&q, &k, &v, d);
-            let portable = attention_with(&q, &k, &v, d, false);
-            for i in 0..len {
-                let scores: Vec<f64> = (0..=i)
-                    .map(|j| {
-                        (0..d)
-                            .map(|c| (q[i * d + c] * k[j * d + c]) as f64)
-                            .sum::<f64>()
-                            / (d as f64).sqrt()
-                    })
-                    .collect();
-                let max = scores.iter().cloned().fold(f64::MIN, f64::max);
-                let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
-                let total: f64 = weights.iter().sum();
-                for c in 0..d {
-                    let expected: f64 = (0..=i)
-                        .map(|j| weights[j] / total * v[j * d + c] as f64)
-                        .sum();
-                    assert!((out[i * d + c] as f64 - expected).abs() < 1e-5, "({i},{c})");
-                    assert!(
-                        (portable[i * d + c] as f64 - expected).abs() < 1e-5,
-                        "({i},{c})"
-                    );
-                }
-            }
+    trait Bits {
+        fn map_bits(&self) -> Vec<u32>;
+    }
+
+    impl Bits for Vec<f32> {
+        fn map_bits(&self) -> Vec<u32> {
+            self.iter().map(|v| v.to_bits()).collect()
         }
     }
 

@@ -15,6 +15,7 @@
 //! result is bit-identical to scoring each sequence alone.
 
 pub mod kernel;
+pub mod simd;
 
 use rayon::prelude::*;
 
@@ -191,7 +192,7 @@ impl Int8Llama {
             layer
                 .gate_up
                 .matmul(&layer.gate_up.quantize_input(&normed), &mut gate_up);
-            kernel::swiglu(&gate_up, c.intermediate_size, &mut activated);
+            simd::swiglu(&gate_up, c.intermediate_size, &mut activated);
             layer
                 .down
                 .matmul(&layer.down.quantize_input(&activated), &mut projected);
@@ -224,7 +225,7 @@ impl Int8Llama {
             let chunk: Vec<f32> = logits
                 .par_chunks_exact(c.vocab_size)
                 .zip(targets)
-                .map(|(row, &target)| row[target] - kernel::log_sum_exp(row))
+                .map(|(row, &target)| row[target] - simd::log_sum_exp(row))
                 .collect();
             logps.extend(chunk);
         }
@@ -291,7 +292,7 @@ impl Int8Llama {
                 let q = gather(head * d);
                 let k = gather(q_width + kv_head * d);
                 let v = gather(q_width + kv_width + kv_head * d);
-                kernel::causal_attention_head(&q, &k, &v, d)
+                simd::causal_attention_head(&q, &k, &v, d)
             })
             .collect();
         for (&(s, head), values) in jobs.iter().zip(&results) {
