@@ -30,8 +30,10 @@ def find(d, *keys):
 for label, a, b in [
     ("scoring 512, f32", ours["scoring_tok_s"], find(peer, "score_tok_s", "scoring_tok_s")),
     ("scoring 512, int8", ours["scoring_int8_tok_s"], find(peer, "score_tok_s", "scoring_tok_s")),
-    ("generation batch 1", ours["gen_batch1_tok_s"], find(peer, "gen_b1_tok_s", "gen_batch1_tok_s")),
-    ("generation batch 8", ours["gen_batch8_tok_s"], find(peer, "gen_b8_tok_s", "gen_batch8_tok_s")),
+    ("generation batch 1, f32", ours["gen_batch1_tok_s"], find(peer, "gen_b1_tok_s", "gen_batch1_tok_s")),
+    ("generation batch 1, int8", ours["gen_batch1_int8_tok_s"], find(peer, "gen_b1_tok_s", "gen_batch1_tok_s")),
+    ("generation batch 8, f32", ours["gen_batch8_tok_s"], find(peer, "gen_b8_tok_s", "gen_batch8_tok_s")),
+    ("generation batch 8, int8", ours["gen_batch8_int8_tok_s"], find(peer, "gen_b8_tok_s", "gen_batch8_tok_s")),
 ]:
-    print(f"{label:22s} prefsmith {a:8.1f} tok/s   llama.cpp {b:8.1f} tok/s   ratio {a / b:5.2f}x")
+    print(f"{label:26s} prefsmith {a:8.1f} tok/s   llama.cpp {b:8.1f} tok/s   ratio {a / b:5.2f}x")
 PY

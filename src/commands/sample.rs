@@ -38,6 +38,10 @@ pub struct Args {
     /// Use only the first N prompts.
     #[arg(long)]
     limit: Option<usize>,
+    /// Arithmetic: f32 (default) or int8 (CPU only, several times faster; a seed reproduces
+    /// samples within one precision).
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -50,6 +54,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             max_new_tokens: args.max_new_tokens,
             seed: args.seed,
             ignore_eos: args.ignore_eos,
+            precision: args.precision.parse()?,
         },
         limit: args.limit,
         model_hash: None,

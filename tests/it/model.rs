@@ -227,6 +227,7 @@ fn logits_and_greedy_text_equal_numpy_float64() {
         max_new_tokens: 20,
         seed: 0,
         ignore_eos: false,
+        precision: Precision::F32,
     };
     for (prompt, reference) in prompts
         .iter()
@@ -382,31 +383,39 @@ fn sampling_is_reproducible_from_the_seed() {
     let device = DeviceSpec::Cpu.device().unwrap();
     let lm = LanguageModel::tiny(2, &device).unwrap();
     let prompt = lm.prompt_ids(&user("Say something")).unwrap();
-    let config = SamplingConfig {
-        n: 3,
-        temperature: 1.0,
-        top_p: 0.9,
-        max_new_tokens: 12,
-        seed: 7,
-        ignore_eos: false,
-    };
-    let a = generate(&lm, &prompt, &config, 1).unwrap();
-    let b = generate(&lm, &prompt, &config, 1).unwrap();
-    assert_eq!(a, b);
-    let c = generate(
-        &lm,
-        &prompt,
-        &SamplingConfig {
-            seed: 8,
-            ..config.clone()
-        },
-        1,
-    )
-    .unwrap();
-    assert_ne!(a, c);
-    // Sample k does not depend on how many samples are drawn.
-    let one = generate(&lm, &prompt, &SamplingConfig { n: 1, ..config }, 1).unwrap();
-    assert_eq!(one[0], a[0]);
+    let mut by_precision = Vec::new();
+    for precision in [Precision::F32, Precision::Int8] {
+        let config = SamplingConfig {
+            n: 3,
+            temperature: 1.0,
+            top_p: 0.9,
+            max_new_tokens: 12,
+            seed: 7,
+            ignore_eos: false,
+            precision,
+        };
+        let a = generate(&lm, &prompt, &config, 1).unwrap();
+        let b = generate(&lm, &prompt, &config, 1).unwrap();
+        assert_eq!(a, b, "{precision:?}");
+        let c = generate(
+            &lm,
+            &prompt,
+            &SamplingConfig {
+                seed: 8,
+                ..config.clone()
+            },
+            1,
+        )
+        .unwrap();
+        assert_ne!(a, c, "{precision:?}");
+        // Sample k does not depend on how many samples are drawn.
+        let one = generate(&lm, &prompt, &SamplingConfig { n: 1, ..config }, 1).unwrap();
+        assert_eq!(one[0], a[0], "{precision:?}");
+        by_precision.push(a);
+    }
+    // Each precision draws from its own logits; they are close, not equal, so over 3 × 12
+    // tokens at temperature 1 the samples part somewhere.
+    assert_ne!(by_precision[0], by_precision[1]);
 }
 
 #[test]

@@ -87,38 +87,47 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "Tell me a long story about a lighthouse keeper.",
     )])?;
     let mut generation = Vec::new();
-    for n in [1usize, 8] {
-        let config = SamplingConfig {
-            n,
-            temperature: 0.8,
-            top_p: 0.95,
-            max_new_tokens: new_tokens,
-            seed: 0,
-            ignore_eos: true,
-        };
-        generate(
-            &lm,
-            &prompt,
-            &SamplingConfig {
-                max_new_tokens: 4,
-                ..config.clone()
-            },
-            0,
-        )?;
-        let mut rates = Vec::new();
-        for _ in 0..runs.min(3) {
-            let started = Instant::now();
-            let out = generate(&lm, &prompt, &config, 0)?;
-            let produced: usize = out.iter().map(|g| g.ids.len()).sum();
-            rates.push(produced as f64 / started.elapsed().as_secs_f64());
+    for &precision in &precisions {
+        for n in [1usize, 8] {
+            let config = SamplingConfig {
+                n,
+                temperature: 0.8,
+                top_p: 0.95,
+                max_new_tokens: new_tokens,
+                seed: 0,
+                ignore_eos: true,
+                precision,
+            };
+            generate(
+                &lm,
+                &prompt,
+                &SamplingConfig {
+                    max_new_tokens: 4,
+                    ..config.clone()
+                },
+                0,
+            )?;
+            let mut rates = Vec::new();
+            for _ in 0..runs.min(3) {
+                let started = Instant::now();
+                let out = generate(&lm, &prompt, &config, 0)?;
+                let produced: usize = out.iter().map(|g| g.ids.len()).sum();
+                rates.push(produced as f64 / started.elapsed().as_secs_f64());
+            }
+            let suffix = match precision {
+                Precision::F32 => "",
+                Precision::Int8 => "_int8",
+            };
+            generation.push(format!(
+                "\"gen_batch{n}{suffix}_tok_s\": {:.1}",
+                median(rates)
+            ));
         }
-        generation.push(median(rates));
     }
     println!(
-        "{{\"engine\": \"prefsmith\", \"device\": \"{device}\", \"scoring_tokens\": {tokens}, {}, \"gen_batch1_tok_s\": {:.1}, \"gen_batch8_tok_s\": {:.1}}}",
+        "{{\"engine\": \"prefsmith\", \"device\": \"{device}\", \"scoring_tokens\": {tokens}, {}, {}}}",
         scoring.join(", "),
-        generation[0],
-        generation[1]
+        generation.join(", ")
     );
     Ok(())
 }

@@ -9,9 +9,11 @@
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
+use crate::int8::{Int8Cache, Int8Llama};
 use crate::lm::LanguageModel;
 use crate::model::{AttentionMask, KvCache, Positions};
 use crate::rng::Rng;
+use crate::scoring::Precision;
 
 /// Sampling settings (the manifest records them).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -31,6 +33,10 @@ pub struct SamplingConfig {
     /// `ignore_eos`).
     #[serde(default)]
     pub ignore_eos: bool,
+    /// The model's arithmetic: `f32` (default) or `int8` (CPU only, several times faster;
+    /// samples are reproducible within one precision, not across them).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for SamplingConfig {
@@ -42,6 +48,7 @@ impl Default for SamplingConfig {
             max_new_tokens: 256,
             seed: 0,
             ignore_eos: false,
+            precision: Precision::F32,
         }
     }
 }
@@ -209,7 +216,6 @@ pub fn generate(
         )));
     }
     let budget = config.max_new_tokens.min(context - prompt.len());
-    let device = lm.model.device();
     let stops = if config.ignore_eos {
         vec![]
     } else {
@@ -219,19 +225,27 @@ pub fn generate(
     let mut rngs: Vec<Rng> = (0..n)
         .map(|k| Rng::new(sample_seed(config.seed, stream, k)))
         .collect();
-    let mut cache = KvCache::default();
-    let ids = prompt.iter().map(|&t| t as i64).collect::<Vec<_>>();
-    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, prompt.len()]), &device);
-    let hidden = lm.model.hidden(
-        ids,
-        &Positions::Contiguous(0),
-        &AttentionMask::Causal,
-        Some(&mut cache),
-    );
-    let [_, t, h] = hidden.dims();
-    let last = hidden.narrow(1, t - 1, 1).reshape([1, h]);
-    let first = rows_of(lm.model.logits(last))?.remove(0);
-    cache.repeat_rows(n);
+    let mut decoder: Box<dyn Decoder + '_> = match config.precision {
+        Precision::F32 => Box::new(BurnDecoder {
+            lm,
+            cache: KvCache::default(),
+        }),
+        Precision::Int8 => {
+            if lm.model.device() != burn::tensor::Device::flex() {
+                return Err(Error::Config(
+                    "precision int8 runs on the CPU only; use --device cpu, or precision f32"
+                        .into(),
+                ));
+            }
+            let model = lm.int8()?;
+            Box::new(Int8Decoder {
+                cache: model.new_cache(prompt.len() + budget),
+                model,
+            })
+        }
+    };
+    let first = decoder.prefill(prompt)?;
+    decoder.select_rows(&vec![0; n])?;
 
     let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); n];
     let mut finish: Vec<Option<FinishReason>> = vec![None; n];
@@ -252,24 +266,16 @@ pub fn generate(
                 continue;
             }
             still.push(row);
-            next.push(token as i64);
+            next.push(token);
         }
         if still.is_empty() {
             break;
         }
         if still.len() < active.len() {
-            let keep: Vec<i64> = still.iter().map(|&r| r as i64).collect();
-            let keep = Tensor::<1, Int>::from_data(TensorData::new(keep, [still.len()]), &device);
-            cache.keep_rows(&keep);
+            decoder.select_rows(&still)?;
         }
         active = still.iter().map(|&r| active[r]).collect();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(next, [active.len(), 1]), &device);
-        let position = Positions::Contiguous(prompt.len() + step);
-        let hidden = lm
-            .model
-            .hidden(ids, &position, &AttentionMask::Causal, Some(&mut cache));
-        let rows = hidden.dims()[0];
-        logits = rows_of(lm.model.logits(hidden.reshape([rows, h])))?;
+        logits = decoder.step(&next, prompt.len() + step)?;
     }
     tokens
         .into_iter()
@@ -282,6 +288,88 @@ pub fn generate(
             })
         })
         .collect()
+}
+
+/// A model decoding a batch of samples of one prompt step by step.
+trait Decoder {
+    /// Runs the prompt (one row) and returns its next-token logits.
+    fn prefill(&mut self, prompt: &[u32]) -> Result<Vec<f32>>;
+    /// Keeps the rows `keep` of the cache, in that order (repeats allowed).
+    fn select_rows(&mut self, keep: &[usize]) -> Result<()>;
+    /// Appends one token per row at `position` and returns each row's next-token logits.
+    fn step(&mut self, tokens: &[u32], position: usize) -> Result<Vec<Vec<f32>>>;
+}
+
+/// The burn model on its configured device, f32.
+struct BurnDecoder<'a> {
+    lm: &'a LanguageModel,
+    cache: KvCache,
+}
+
+impl Decoder for BurnDecoder<'_> {
+    fn prefill(&mut self, prompt: &[u32]) -> Result<Vec<f32>> {
+        let device = self.lm.model.device();
+        let ids = prompt.iter().map(|&t| t as i64).collect::<Vec<_>>();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, prompt.len()]), &device);
+        let hidden = self.lm.model.hidden(
+            ids,
+            &Positions::Contiguous(0),
+            &AttentionMask::Causal,
+            Some(&mut self.cache),
+        );
+        let [_, t, h] = hidden.dims();
+        let last = hidden.narrow(1, t - 1, 1).reshape([1, h]);
+        Ok(rows_of(self.lm.model.logits(last))?.remove(0))
+    }
+
+    fn select_rows(&mut self, keep: &[usize]) -> Result<()> {
+        if keep.iter().all(|&r| r == 0) {
+            self.cache.repeat_rows(keep.len());
+            return Ok(());
+        }
+        let keep: Vec<i64> = keep.iter().map(|&r| r as i64).collect();
+        let len = keep.len();
+        let keep =
+            Tensor::<1, Int>::from_data(TensorData::new(keep, [len]), &self.lm.model.device());
+        self.cache.keep_rows(&keep);
+        Ok(())
+    }
+
+    fn step(&mut self, tokens: &[u32], position: usize) -> Result<Vec<Vec<f32>>> {
+        let device = self.lm.model.device();
+        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [tokens.len(), 1]), &device);
+        let hidden = self.lm.model.hidden(
+            ids,
+            &Positions::Contiguous(position),
+            &AttentionMask::Causal,
+            Some(&mut self.cache),
+        );
+        let [rows, _, h] = hidden.dims();
+        rows_of(self.lm.model.logits(hidden.reshape([rows, h])))
+    }
+}
+
+/// The int8 CPU engine ([`crate::int8`]).
+struct Int8Decoder<'a> {
+    model: &'a Int8Llama,
+    cache: Int8Cache,
+}
+
+impl Decoder for Int8Decoder<'_> {
+    fn prefill(&mut self, prompt: &[u32]) -> Result<Vec<f32>> {
+        self.model.prefill(prompt, &mut self.cache)
+    }
+
+    fn select_rows(&mut self, keep: &[usize]) -> Result<()> {
+        self.cache.select_rows(keep);
+        Ok(())
+    }
+
+    fn step(&mut self, tokens: &[u32], position: usize) -> Result<Vec<Vec<f32>>> {
+        debug_assert_eq!(position, self.cache.len());
+        self.model.decode(tokens, &mut self.cache)
+    }
 }
 
 #[cfg(test)]

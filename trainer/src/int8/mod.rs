@@ -24,6 +24,132 @@ use crate::model::{Llama, LlamaConfig};
 use crate::scoring::ScoreItem;
 use kernel::PackedWeights;
 
+/// How the rows of one forward pass relate.
+enum Mode<'a> {
+    /// Whole sequences packed one after another (`starts`, with the end as a last entry),
+    /// each at positions from 0 and attending causally within itself.
+    Sequences(&'a [usize]),
+    /// One sequence from position 0, whose keys and values are written to an empty cache.
+    Prefill(&'a mut Int8Cache),
+    /// One new token per cache row, at position `cache.len`, attending to the row's cache.
+    Decode(&'a mut Int8Cache),
+}
+
+/// Keys and values of earlier positions for `rows` sequences decoding in step, per layer and
+/// key/value head: keys transposed (`[head_dim][capacity]`, so one query's scores against
+/// sixteen positions are one vector) and values `[capacity][width]` (`width` = head_dim
+/// rounded up to 16).
+#[derive(Debug, Clone)]
+pub struct Int8Cache {
+    layers: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    width: usize,
+    capacity: usize,
+    rows: usize,
+    len: usize,
+    keys: Vec<f32>,
+    values: Vec<f32>,
+}
+
+impl Int8Cache {
+    fn new(layers: usize, kv_heads: usize, head_dim: usize, capacity: usize) -> Self {
+        // Whole vectors of positions: the score kernel reads sixteen at a time.
+        let capacity = capacity.div_ceil(16) * 16;
+        let width = head_dim.div_ceil(16) * 16;
+        Self {
+            layers,
+            kv_heads,
+            head_dim,
+            width,
+            capacity,
+            rows: 1,
+            len: 0,
+            keys: vec![0.0; layers * kv_heads * head_dim * capacity],
+            values: vec![0.0; layers * kv_heads * capacity * width],
+        }
+    }
+
+    /// Positions filled.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True before the prompt has run.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Sequences held.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn slot(&self, layer: usize, row: usize, head: usize) -> usize {
+        (layer * self.rows + row) * self.kv_heads + head
+    }
+
+    /// The keys and values of one row and head.
+    fn head(&self, layer: usize, row: usize, head: usize) -> (&[f32], &[f32]) {
+        let slot = self.slot(layer, row, head);
+        let k = self.head_dim * self.capacity;
+        let v = self.capacity * self.width;
+        (
+            &self.keys[slot * k..(slot + 1) * k],
+            &self.values[slot * v..(slot + 1) * v],
+        )
+    }
+
+    /// Writes the k and v heads of `qkv` rows `rows` (q heads are the first `q_width` values
+    /// of each row) at `(cache row, position) = place(row)`.
+    fn store(
+        &mut self,
+        layer: usize,
+        qkv: &[f32],
+        row_width: usize,
+        q_width: usize,
+        rows: std::ops::Range<usize>,
+        place: impl Fn(usize) -> (usize, usize),
+    ) {
+        let (d, kv_width) = (self.head_dim, self.kv_heads * self.head_dim);
+        let (k_size, v_size) = (d * self.capacity, self.capacity * self.width);
+        for t in rows {
+            let (row, pos) = place(t);
+            let base = t * row_width + q_width;
+            for g in 0..self.kv_heads {
+                let slot = self.slot(layer, row, g);
+                let key = &qkv[base + g * d..base + (g + 1) * d];
+                let value = &qkv[base + kv_width + g * d..base + kv_width + (g + 1) * d];
+                for (c, &k) in key.iter().enumerate() {
+                    self.keys[slot * k_size + c * self.capacity + pos] = k;
+                }
+                let at = slot * v_size + pos * self.width;
+                self.values[at..at + d].copy_from_slice(value);
+            }
+        }
+    }
+
+    /// Keeps the cache rows `keep`, in that order (a row may repeat: `[0; n]` copies a
+    /// prefilled prompt to `n` samples).
+    pub fn select_rows(&mut self, keep: &[usize]) {
+        let k_size = self.head_dim * self.capacity;
+        let v_size = self.capacity * self.width;
+        let mut keys = Vec::with_capacity(self.layers * keep.len() * self.kv_heads * k_size);
+        let mut values = Vec::with_capacity(self.layers * keep.len() * self.kv_heads * v_size);
+        for layer in 0..self.layers {
+            for &row in keep {
+                let first = self.slot(layer, row, 0);
+                let heads = first..first + self.kv_heads;
+                keys.extend_from_slice(&self.keys[heads.start * k_size..heads.end * k_size]);
+                values.extend_from_slice(&self.values[heads.start * v_size..heads.end * v_size]);
+            }
+        }
+        self.keys = keys;
+        self.values = values;
+        self.rows = keep.len();
+    }
+}
+
 /// One decoder layer, quantized.
 #[derive(Debug)]
 struct Layer {
@@ -133,36 +259,42 @@ impl Int8Llama {
         })
     }
 
-    /// `log π(y_t | …)` of every response token of every item, item after item.
-    pub fn response_token_logps(&self, items: &[&ScoreItem]) -> Result<Vec<Vec<f32>>> {
-        let c = &self.config;
-        let (h, d) = (c.hidden_size, c.head_dim);
-        let mut starts = Vec::with_capacity(items.len() + 1);
-        let mut ids = Vec::new();
-        for item in items {
-            if item.len() > c.context_limit() {
-                return Err(Error::Input(format!(
-                    "{} tokens, longer than the model's context of {}",
-                    item.len(),
-                    c.context_limit()
-                )));
-            }
-            starts.push(ids.len());
-            ids.extend(item.prompt.iter().chain(&item.response).copied());
-        }
-        starts.push(ids.len());
-        let rows = ids.len();
-        let mut x = Vec::with_capacity(rows * h);
-        for &id in &ids {
+    /// Embeds `ids`, checking each is in the vocabulary.
+    fn embed(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let (h, vocab) = (self.config.hidden_size, self.config.vocab_size);
+        let mut x = Vec::with_capacity(ids.len() * h);
+        for &id in ids {
             let id = id as usize;
-            if id >= c.vocab_size {
+            if id >= vocab {
                 return Err(Error::Input(format!(
-                    "token id {id} is outside the vocabulary of {}",
-                    c.vocab_size
+                    "token id {id} is outside the vocabulary of {vocab}"
                 )));
             }
             x.extend_from_slice(&self.embed[id * h..(id + 1) * h]);
         }
+        Ok(x)
+    }
+
+    /// The decoder stack over `ids`: returns the last layer's residual stream `[rows, hidden]`
+    /// (before the final norm). `mode` says how rows relate (see [`Mode`]).
+    fn forward(&self, ids: &[u32], mut mode: Mode<'_>) -> Result<Vec<f32>> {
+        let c = &self.config;
+        let (h, d) = (c.hidden_size, c.head_dim);
+        let rows = ids.len();
+        let positions: Vec<usize> = match &mode {
+            Mode::Sequences(starts) => starts.windows(2).flat_map(|w| 0..w[1] - w[0]).collect(),
+            Mode::Prefill(_) => (0..rows).collect(),
+            Mode::Decode(cache) => vec![cache.len; rows],
+        };
+        if let Some(&last) = positions.iter().max()
+            && last >= c.context_limit()
+        {
+            return Err(Error::Input(format!(
+                "position {last} is past the model's context of {}",
+                c.context_limit()
+            )));
+        }
+        let mut x = self.embed(ids)?;
         let q_width = c.num_attention_heads * d;
         let kv_width = c.num_key_value_heads * d;
         let qkv_width = q_width + 2 * kv_width;
@@ -172,7 +304,8 @@ impl Int8Llama {
         let mut projected = vec![0.0f32; rows * h];
         let mut gate_up = vec![0.0f32; rows * 2 * c.intermediate_size];
         let mut activated = vec![0.0f32; rows * c.intermediate_size];
-        for layer in &self.layers {
+        let whole = [0, rows];
+        for (l, layer) in self.layers.iter().enumerate() {
             rms_norm(&x, &layer.input_norm, c.rms_norm_eps as f32, &mut normed);
             layer
                 .qkv
@@ -182,8 +315,19 @@ impl Int8Llama {
                     row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
                 }
             }
-            self.rotate(&mut qkv, &starts, qkv_width, q_width + kv_width);
-            self.attention(&qkv, &starts, &mut attended);
+            self.rotate(&mut qkv, &positions, qkv_width, q_width + kv_width);
+            match &mut mode {
+                Mode::Sequences(starts) => self.attention(&qkv, starts, &mut attended),
+                Mode::Prefill(cache) => {
+                    cache.store(l, &qkv, qkv_width, q_width, 0..rows, |t| (0, t));
+                    self.attention(&qkv, &whole, &mut attended);
+                }
+                Mode::Decode(cache) => {
+                    let at = cache.len;
+                    cache.store(l, &qkv, qkv_width, q_width, 0..rows, |r| (r, at));
+                    self.cached_attention(l, &qkv, cache, at + 1, &mut attended);
+                }
+            }
             layer
                 .o
                 .matmul(&layer.o.quantize_input(&attended), &mut projected);
@@ -198,6 +342,44 @@ impl Int8Llama {
                 .matmul(&layer.down.quantize_input(&activated), &mut projected);
             x.iter_mut().zip(&projected).for_each(|(a, b)| *a += b);
         }
+        match mode {
+            Mode::Sequences(_) => {}
+            Mode::Prefill(cache) => cache.len = rows,
+            Mode::Decode(cache) => cache.len += 1,
+        }
+        Ok(x)
+    }
+
+    /// Final norm and head: logits `[rows, vocab]` of the residual-stream rows `x`.
+    fn logits(&self, x: &[f32]) -> Vec<f32> {
+        let c = &self.config;
+        let mut normed = vec![0.0f32; x.len()];
+        rms_norm(x, &self.norm, c.rms_norm_eps as f32, &mut normed);
+        let mut logits = vec![0.0f32; x.len() / c.hidden_size * c.vocab_size];
+        self.head
+            .matmul(&self.head.quantize_input(&normed), &mut logits);
+        logits
+    }
+
+    /// `log π(y_t | …)` of every response token of every item, item after item.
+    pub fn response_token_logps(&self, items: &[&ScoreItem]) -> Result<Vec<Vec<f32>>> {
+        let c = &self.config;
+        let h = c.hidden_size;
+        let mut starts = Vec::with_capacity(items.len() + 1);
+        let mut ids = Vec::new();
+        for item in items {
+            if item.len() > c.context_limit() {
+                return Err(Error::Input(format!(
+                    "{} tokens, longer than the model's context of {}",
+                    item.len(),
+                    c.context_limit()
+                )));
+            }
+            starts.push(ids.len());
+            ids.extend(item.prompt.iter().chain(&item.response).copied());
+        }
+        starts.push(ids.len());
+        let x = self.forward(&ids, Mode::Sequences(&starts))?;
         // Only hidden states that predict a response token go through the head.
         let mut predicting = Vec::new();
         let mut targets = Vec::new();
@@ -208,20 +390,10 @@ impl Int8Llama {
                 targets.push(token as usize);
             }
         }
-        let scored = targets.len();
-        let mut final_normed = vec![0.0f32; scored * h];
-        rms_norm(
-            &predicting,
-            &self.norm,
-            c.rms_norm_eps as f32,
-            &mut final_normed,
-        );
-        let mut logps = Vec::with_capacity(scored);
+        let mut logps = Vec::with_capacity(targets.len());
         // The head in chunks of rows bounds the logits matrix (512 × 49152 floats is 100 MB).
-        for (rows, targets) in final_normed.chunks(512 * h).zip(targets.chunks(512)) {
-            let mut logits = vec![0.0f32; targets.len() * c.vocab_size];
-            self.head
-                .matmul(&self.head.quantize_input(rows), &mut logits);
+        for (rows, targets) in predicting.chunks(512 * h).zip(targets.chunks(512)) {
+            let logits = self.logits(rows);
             let chunk: Vec<f32> = logits
                 .par_chunks_exact(c.vocab_size)
                 .zip(targets)
@@ -238,25 +410,107 @@ impl Int8Llama {
         Ok(out)
     }
 
+    /// An empty cache for one sequence of up to `capacity` positions.
+    pub fn new_cache(&self, capacity: usize) -> Int8Cache {
+        let c = &self.config;
+        Int8Cache::new(
+            c.num_hidden_layers,
+            c.num_key_value_heads,
+            c.head_dim,
+            capacity.min(c.context_limit()),
+        )
+    }
+
+    /// Runs `prompt` into an empty one-row `cache` and returns the next-token logits.
+    pub fn prefill(&self, prompt: &[u32], cache: &mut Int8Cache) -> Result<Vec<f32>> {
+        if cache.len != 0 || cache.rows != 1 {
+            return Err(Error::Input("prefill needs an empty one-row cache".into()));
+        }
+        if prompt.is_empty() || prompt.len() > cache.capacity {
+            return Err(Error::Input(format!(
+                "a prompt of {} tokens does not fit a cache of {} positions",
+                prompt.len(),
+                cache.capacity
+            )));
+        }
+        let x = self.forward(prompt, Mode::Prefill(cache))?;
+        let h = self.config.hidden_size;
+        Ok(self.logits(&x[x.len() - h..]))
+    }
+
+    /// Appends one token per cache row and returns each row's next-token logits.
+    pub fn decode(&self, tokens: &[u32], cache: &mut Int8Cache) -> Result<Vec<Vec<f32>>> {
+        if tokens.len() != cache.rows {
+            return Err(Error::Input(format!(
+                "{} tokens for a cache of {} rows",
+                tokens.len(),
+                cache.rows
+            )));
+        }
+        if cache.len >= cache.capacity {
+            return Err(Error::Input(format!(
+                "the cache is full ({} positions)",
+                cache.capacity
+            )));
+        }
+        let x = self.forward(tokens, Mode::Decode(cache))?;
+        let vocab = self.config.vocab_size;
+        Ok(self
+            .logits(&x)
+            .chunks_exact(vocab)
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+
     /// Rotates the q and k heads (the first `width` values of each row) of every token by its
-    /// position within its sequence (`rotate_half` layout).
-    fn rotate(&self, qkv: &mut [f32], starts: &[usize], row_width: usize, width: usize) {
+    /// position (`rotate_half` layout).
+    fn rotate(&self, qkv: &mut [f32], positions: &[usize], row_width: usize, width: usize) {
         let d = self.config.head_dim;
         let half = d / 2;
-        for window in starts.windows(2) {
-            for (pos, row) in (window[0]..window[1]).enumerate() {
-                let cos = &self.rope_cos[pos * half..(pos + 1) * half];
-                let sin = &self.rope_sin[pos * half..(pos + 1) * half];
-                let row = &mut qkv[row * row_width..row * row_width + width];
-                for head in row.chunks_exact_mut(d) {
-                    let (first, second) = head.split_at_mut(half);
-                    for k in 0..half {
-                        let (a, b) = (first[k], second[k]);
-                        first[k] = a * cos[k] + -b * sin[k];
-                        second[k] = b * cos[k] + a * sin[k];
-                    }
+        for (row, &pos) in qkv.chunks_exact_mut(row_width).zip(positions) {
+            let cos = &self.rope_cos[pos * half..(pos + 1) * half];
+            let sin = &self.rope_sin[pos * half..(pos + 1) * half];
+            for head in row[..width].chunks_exact_mut(d) {
+                let (first, second) = head.split_at_mut(half);
+                for k in 0..half {
+                    let (a, b) = (first[k], second[k]);
+                    first[k] = a * cos[k] + -b * sin[k];
+                    second[k] = b * cos[k] + a * sin[k];
                 }
             }
+        }
+    }
+
+    /// Attention of each cache row's new token (its q heads in `qkv`) over the row's first
+    /// `visible` cached positions.
+    fn cached_attention(
+        &self,
+        layer: usize,
+        qkv: &[f32],
+        cache: &Int8Cache,
+        visible: usize,
+        out: &mut [f32],
+    ) {
+        let c = &self.config;
+        let d = c.head_dim;
+        let group = c.num_attention_heads / c.num_key_value_heads;
+        let q_width = c.num_attention_heads * d;
+        let row_width = q_width + 2 * c.num_key_value_heads * d;
+        let jobs: Vec<(usize, usize)> = (0..cache.rows)
+            .flat_map(|r| (0..c.num_key_value_heads).map(move |g| (r, g)))
+            .collect();
+        let results: Vec<Vec<f32>> = jobs
+            .par_iter()
+            .map(|&(r, g)| {
+                let queries =
+                    &qkv[r * row_width + g * group * d..r * row_width + (g + 1) * group * d];
+                let (keys, values) = cache.head(layer, r, g);
+                simd::cached_attention(queries, keys, values, cache.capacity, visible, d)
+            })
+            .collect();
+        for (&(r, g), values) in jobs.iter().zip(&results) {
+            out[r * q_width + g * group * d..r * q_width + (g + 1) * group * d]
+                .copy_from_slice(values);
         }
     }
 
@@ -313,5 +567,77 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
         for ((o, v), w) in out_row.iter_mut().zip(row).zip(weight) {
             *o = v * scale * w;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lm::LanguageModel;
+
+    fn tiny() -> LanguageModel {
+        LanguageModel::tiny(11, &burn::tensor::Device::flex()).unwrap()
+    }
+
+    /// Logits at every position of `ids` from one pass over the whole sequence.
+    fn full_logits(model: &Int8Llama, ids: &[u32]) -> Vec<Vec<f32>> {
+        let x = model
+            .forward(ids, Mode::Sequences(&[0, ids.len()]))
+            .unwrap();
+        let vocab = model.config.vocab_size;
+        model
+            .logits(&x)
+            .chunks_exact(vocab)
+            .map(<[f32]>::to_vec)
+            .collect()
+    }
+
+    fn bits(rows: &[Vec<f32>]) -> Vec<Vec<u32>> {
+        rows.iter()
+            .map(|r| r.iter().map(|v| v.to_bits()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn decoding_with_the_cache_equals_a_full_pass_bit_for_bit() {
+        let lm = tiny();
+        let model = lm.int8().unwrap();
+        // 40 tokens: the cache spans several 16-position vectors.
+        let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % 250).collect();
+        let full = full_logits(model, &ids);
+        let prompt = 7;
+        let mut cache = model.new_cache(ids.len());
+        let mut incremental = vec![model.prefill(&ids[..prompt], &mut cache).unwrap()];
+        for &id in &ids[prompt..ids.len() - 1] {
+            incremental.push(model.decode(&[id], &mut cache).unwrap().remove(0));
+        }
+        assert_eq!(cache.len(), ids.len() - 1);
+        assert_eq!(bits(&incremental), bits(&full[prompt - 1..ids.len() - 1]));
+    }
+
+    #[test]
+    fn cache_rows_decode_independently() {
+        let lm = tiny();
+        let model = lm.int8().unwrap();
+        let prompt: Vec<u32> = vec![3, 90, 17, 4, 200];
+        let mut cache = model.new_cache(16);
+        model.prefill(&prompt, &mut cache).unwrap();
+        cache.select_rows(&[0, 0, 0]);
+        let both = model.decode(&[10, 20, 30], &mut cache).unwrap();
+        // Keep the rows that took 30 and 10, in that order, and decode one more token each.
+        cache.select_rows(&[2, 0]);
+        let next = model.decode(&[1, 2], &mut cache).unwrap();
+        for (first, second, row) in [(30, 1, 0), (10, 2, 1)] {
+            let mut sequence = prompt.clone();
+            sequence.extend([first, second]);
+            let full = full_logits(model, &sequence);
+            let first_at = if first == 30 { 2 } else { 0 };
+            assert_eq!(bits(&[both[first_at].clone()]), bits(&full[5..6]));
+            assert_eq!(bits(&[next[row].clone()]), bits(&full[6..7]));
+        }
+        // A full cache refuses another token instead of writing past its end.
+        let mut small = model.new_cache(16);
+        model.prefill(&[1; 16], &mut small).unwrap();
+        assert!(model.decode(&[1], &mut small).is_err());
     }
 }

@@ -152,7 +152,9 @@ fn attention_with(q: &[f32], k: &[f32], v: &[f32], d: usize, wide: bool) -> Vec<
         if !wide {
             portable_attention_scores(tile_queries, &keys, padded, seen, &mut probs);
         }
-        softmax_tile(&mut probs, padded, seen, first, rows);
+        let visible: [usize; QUERY_TILE] =
+            std::array::from_fn(|r| if r < rows { first + r + 1 } else { 0 });
+        softmax_rows(&mut probs, padded, seen, &visible);
         #[cfg(target_arch = "x86_64")]
         if wide {
             // SAFETY: as above; `values` is len × width, and keys beyond first + rows have
@@ -208,21 +210,78 @@ fn portable_attention_values(
     }
 }
 
-/// Softmax of each query row of a tile over its visible keys (`0..=first + r`); later keys,
-/// and rows past the end of the sequence, get probability 0.
-fn softmax_tile(probs: &mut [f32], padded: usize, seen: usize, first: usize, rows: usize) {
-    for r in 0..QUERY_TILE {
+/// Softmax of each query row of a tile over its first `visible[r]` keys (of `seen` computed);
+/// later keys, and rows with nothing visible, get probability 0.
+fn softmax_rows(probs: &mut [f32], padded: usize, seen: usize, visible: &[usize; QUERY_TILE]) {
+    for (r, &visible) in visible.iter().enumerate() {
         let row = &mut probs[r * padded..r * padded + seen];
-        if r >= rows {
+        if visible == 0 {
             row.fill(0.0);
             continue;
         }
-        let visible = first + r + 1;
         let max = lane_max(&row[..visible]);
         let inverse = 1.0 / exp_shifted_sum(&mut row[..visible], max);
         row[..visible].iter_mut().for_each(|p| *p *= inverse);
         row[visible..].fill(0.0);
     }
+}
+
+/// Attention of one position's query heads (`queries`, `[heads, d]`, all sharing one key/value
+/// head) over the first `visible` cached positions (`keys` `[d][capacity]`, `values`
+/// `[capacity][width]`); returns `[heads, d]`.
+pub fn cached_attention(
+    queries: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    capacity: usize,
+    visible: usize,
+    d: usize,
+) -> Vec<f32> {
+    let heads = queries.len() / d;
+    let width = values.len() / capacity;
+    let wide = has_avx512();
+    let scale = 1.0 / (d as f32).sqrt();
+    let seen = visible.div_ceil(LANES) * LANES;
+    let mut out = vec![0.0f32; heads * d];
+    let mut probs = vec![0.0f32; QUERY_TILE * capacity];
+    let mut tile_out = vec![0.0f32; QUERY_TILE * width];
+    let mut tile_queries = vec![0.0f32; d * QUERY_TILE];
+    for first in (0..heads).step_by(QUERY_TILE) {
+        let rows = QUERY_TILE.min(heads - first);
+        tile_queries.fill(0.0);
+        for r in 0..rows {
+            for c in 0..d {
+                tile_queries[c * QUERY_TILE + r] = queries[(first + r) * d + c] * scale;
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if wide {
+            // SAFETY: the CPU has avx512f; `keys` is d × capacity with seen ≤ capacity (both
+            // multiples of 16), `probs` 4 × capacity.
+            unsafe { x86::attention_scores(&tile_queries, keys, capacity, seen, &mut probs) };
+        }
+        if !wide {
+            portable_attention_scores(&tile_queries, keys, capacity, seen, &mut probs);
+        }
+        let limits: [usize; QUERY_TILE] =
+            std::array::from_fn(|r| if r < rows { visible } else { 0 });
+        softmax_rows(&mut probs, capacity, seen, &limits);
+        #[cfg(target_arch = "x86_64")]
+        if wide {
+            // SAFETY: as above; `values` holds capacity ≥ visible rows of `width`.
+            unsafe {
+                x86::attention_values(&probs, capacity, visible, values, width, &mut tile_out)
+            };
+        }
+        if !wide {
+            portable_attention_values(&probs, capacity, visible, values, width, &mut tile_out);
+        }
+        for r in 0..rows {
+            out[(first + r) * d..(first + r + 1) * d]
+                .copy_from_slice(&tile_out[r * width..r * width + d]);
+        }
+    }
+    out
 }
 
 #[cfg(target_arch = "x86_64")]
