@@ -35,7 +35,7 @@ pub struct Args {
     /// Which end of a cut prompt is kept: keep-end (default) or keep-start.
     #[arg(long, default_value = "keep-end")]
     truncation: String,
-    /// Arithmetic: f32 (default, the trainer's) or int8 (CPU only; ~2x faster with AVX-512
+    /// Arithmetic: f32 (default, the trainer's) or int8 (CPU only; several times faster with AVX-512
     /// VNNI, log-probs within a few hundredths of a nat per token).
     #[arg(long, default_value = "f32")]
     precision: String,

@@ -15,9 +15,9 @@ use crate::model::{AttentionMask, KvCache, Positions};
 use crate::rng::Rng;
 use crate::scoring::Precision;
 
-/// Sampling settings (the manifest records them).
+/// Sampling settings (the manifest records them); a key left out takes its default.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(default, rename_all = "kebab-case")]
 pub struct SamplingConfig {
     /// Responses per prompt.
     pub n: usize,
@@ -323,10 +323,7 @@ impl Decoder for BurnDecoder<'_> {
     }
 
     fn select_rows(&mut self, keep: &[usize]) -> Result<()> {
-        if keep.iter().all(|&r| r == 0) {
-            self.cache.repeat_rows(keep.len());
-            return Ok(());
-        }
+        // One gather serves both uses: `[0; n]` copies the prompt's row, a subset keeps rows.
         let keep: Vec<i64> = keep.iter().map(|&r| r as i64).collect();
         let len = keep.len();
         let keep =
@@ -375,6 +372,60 @@ impl Decoder for Int8Decoder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// After rows are copied, decoded apart and narrowed (to row 0 alone, the case that once
+    /// broke), each row's logits equal those of its sequence decoded by itself.
+    fn check_row_selection<'a>(make: &dyn Fn() -> Box<dyn Decoder + 'a>, tolerance: f32) {
+        let prompt = [5u32, 60, 7, 99];
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tolerance);
+        let mut batch = make();
+        batch.prefill(&prompt).unwrap();
+        batch.select_rows(&[0, 0, 0]).unwrap();
+        batch.step(&[10, 11, 12], 4).unwrap();
+        batch.select_rows(&[0]).unwrap();
+        let narrowed = batch.step(&[20], 5).unwrap();
+        assert_eq!(narrowed.len(), 1);
+        let mut alone = make();
+        alone.prefill(&prompt).unwrap();
+        alone.step(&[10], 4).unwrap();
+        let expected = alone.step(&[20], 5).unwrap();
+        assert!(close(&narrowed[0], &expected[0]));
+        // Keeping rows 2 and 1, in that order.
+        let mut batch = make();
+        batch.prefill(&prompt).unwrap();
+        batch.select_rows(&[0, 0, 0]).unwrap();
+        batch.step(&[10, 11, 12], 4).unwrap();
+        batch.select_rows(&[2, 1]).unwrap();
+        let kept = batch.step(&[30, 31], 5).unwrap();
+        let mut alone = make();
+        alone.prefill(&prompt).unwrap();
+        alone.step(&[12], 4).unwrap();
+        assert!(close(&kept[0], &alone.step(&[30], 5).unwrap()[0]));
+    }
+
+    #[test]
+    fn decoders_keep_the_rows_they_are_told_to() {
+        let lm = LanguageModel::tiny(3, &burn::tensor::Device::flex()).unwrap();
+        check_row_selection(
+            &|| {
+                Box::new(BurnDecoder {
+                    lm: &lm,
+                    cache: KvCache::default(),
+                })
+            },
+            1e-5,
+        );
+        let model = lm.int8().unwrap();
+        check_row_selection(
+            &|| {
+                Box::new(Int8Decoder {
+                    model,
+                    cache: model.new_cache(16),
+                })
+            },
+            0.0,
+        );
+    }
 
     #[test]
     fn greedy_nucleus_and_temperature() {

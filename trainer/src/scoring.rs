@@ -61,7 +61,7 @@ pub enum Precision {
     /// f32 throughout, on the configured device (the trainer's own arithmetic).
     #[default]
     F32,
-    /// 8-bit integer linear layers on the CPU ([`crate::int8`]): about twice as fast on CPUs
+    /// 8-bit integer linear layers on the CPU ([`crate::int8`]): several times faster on CPUs
     /// with AVX-512 VNNI, log-probs within a few hundredths of a nat per token of f32's.
     Int8,
 }

@@ -1,18 +1,20 @@
-//! Int8 CPU inference for scoring: the same llama forward pass as [`crate::model::Llama`], with
-//! every linear layer (and the language-model head) computed as an 8-bit integer product —
-//! weights quantized once per output row and block of 64 inputs, activations per token and
-//! block — the way llama.cpp runs quantized models on CPUs. Norms, rotary embeddings,
-//! attention and the log-softmax stay in f32.
+//! Int8 CPU inference for scoring and sampling: the same llama forward pass as
+//! [`crate::model::Llama`], with every linear layer (and the language-model head) computed as
+//! an 8-bit integer product — weights quantized once per output row and block of 32 inputs
+//! (exactly, for Q4_1 GGUF weights), activations per token and block — the way llama.cpp runs
+//! quantized models on CPUs ([`kernel`]). Norms, rotary embeddings, attention and the
+//! log-softmax stay in f32 ([`simd`]).
 //!
-//! This is an opt-in precision (`precision = "int8"` for `prefsmith score`), for when throughput
-//! matters more than the last 0.01 nats: its log-probs differ from the f32 model's by the
-//! rounding of activations to 8 bits, as llama.cpp's do (measured in BENCHMARKS.md and held by
-//! a test). Policy and reference log-probs that are compared with each other should come from
-//! the same precision.
+//! This is an opt-in precision (`precision = "int8"` for `prefsmith score` and `sample`), for
+//! when throughput matters more than the last hundredth of a nat: its log-probs differ from the
+//! f32 model's by the rounding of activations to 8 bits, as llama.cpp's do (held by a test
+//! against llama.cpp's fixtures). Policy and reference log-probs that are compared with each
+//! other should come from the same precision.
 //!
 //! Sequences are packed one after another into one matrix of rows (no padding): the linear
 //! layers see every token of a batch at once and attention runs per sequence, so a batch's
-//! result is bit-identical to scoring each sequence alone.
+//! result is bit-identical to scoring each sequence alone. Generation keeps keys and values in
+//! an [`Int8Cache`]; a decoded token's logits are bit-identical to a full pass's.
 
 pub mod kernel;
 pub mod simd;

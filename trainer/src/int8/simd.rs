@@ -310,10 +310,10 @@ mod x86 {
         _mm512_scalef_ps(p, n)
     }
 
-    /// The mask of the first `n` (< 16) lanes.
+    /// The mask of the first `min(n, 16)` lanes.
     #[inline]
     fn first_lanes(n: usize) -> __mmask16 {
-        ((1u32 << n) - 1) as __mmask16
+        ((1u32 << n.min(LANES)) - 1) as __mmask16
     }
 
     /// The largest value.
@@ -352,11 +352,7 @@ mod x86 {
         // SAFETY: full vectors while 16 lanes remain, then the remaining lanes masked.
         unsafe {
             while i < len {
-                let mask = if len - i >= LANES {
-                    0xffff
-                } else {
-                    first_lanes(len - i)
-                };
+                let mask = first_lanes(len - i);
                 let e = exp16(_mm512_sub_ps(
                     _mm512_maskz_loadu_ps(mask, src.add(i)),
                     shift,
@@ -383,11 +379,7 @@ mod x86 {
         // SAFETY: full vectors while 16 lanes remain, then the remaining lanes masked.
         unsafe {
             while i < n {
-                let mask = if n - i >= LANES {
-                    0xffff
-                } else {
-                    first_lanes(n - i)
-                };
+                let mask = first_lanes(n - i);
                 let g = _mm512_maskz_loadu_ps(mask, gate.as_ptr().add(i));
                 let u = _mm512_maskz_loadu_ps(mask, up.as_ptr().add(i));
                 let sig = _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), g)));

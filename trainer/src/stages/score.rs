@@ -98,8 +98,8 @@ pub struct ScoreConfig {
     /// Which end of a cut prompt is kept (`keep-end` default, or `keep-start`).
     #[serde(default)]
     pub truncation: Truncation,
-    /// The arithmetic: `f32` (default; the trainer's own) or `int8` (CPU only, about twice as
-    /// fast on CPUs with AVX-512 VNNI; policy and reference compared with each other should
+    /// The arithmetic: `f32` (default; the trainer's own) or `int8` (CPU only, several times
+    /// faster on CPUs with AVX-512 VNNI; policy and reference compared with each other should
     /// be scored with the same precision).
     #[serde(default)]
     pub precision: Precision,
