@@ -537,13 +537,11 @@ impl Int8Llama {
                 let (start, end) = (starts[s], starts[s + 1]);
                 let kv_head = head / group;
                 let gather = |offset: usize| -> Vec<f32> {
-                    (start..end)
-                        .flat_map(|r| {
-                            qkv[r * row_width + offset..r * row_width + offset + d]
-                                .iter()
-                                .copied()
-                        })
-                        .collect()
+                    let mut out = Vec::with_capacity((end - start) * d);
+                    for row in qkv[start * row_width..end * row_width].chunks_exact(row_width) {
+                        out.extend_from_slice(&row[offset..offset + d]);
+                    }
+                    out
                 };
                 let q = gather(head * d);
                 let k = gather(q_width + kv_head * d);
