@@ -21,6 +21,9 @@ pub struct Args {
     /// Output column (default all_rm_scores for wide, reward for long).
     #[arg(long)]
     column: Option<String>,
+    /// The judge's arithmetic: f32 (default) or int8 (CPU only, several times faster).
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -29,6 +32,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         mode: RewardMode::parse(&args.mode)?,
         column: args.column,
         model_hash: None,
+        precision: args.precision.parse()?,
     };
     let manifest = reward::run(&config, &args.input, &args.output).await?;
     let stat = |k: &str| manifest.stats.get(k).cloned().unwrap_or_default();

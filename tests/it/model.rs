@@ -255,15 +255,26 @@ fn judge_rating_equals_numpy() {
         ),
     ];
     let sequences = judge_sequences(&lm, &items).unwrap();
-    let ours = judge(&lm, &sequences, 4096, |_| {}).unwrap();
+    let ours = judge(&lm, &sequences, 4096, Precision::F32, |_| {}).unwrap();
+    // A budget of one sequence per pass: int8 packs sequences, and packing must not matter.
+    let int8 = judge(&lm, &sequences, 1, Precision::Int8, |_| {}).unwrap();
+    let int8_packed = judge(&lm, &sequences, 100_000, Precision::Int8, |_| {}).unwrap();
+    assert_eq!(int8, int8_packed);
     let expected = numpy("judge", smollm2_path(), &json!({ "sequences": sequences }));
-    for (o, e) in ours.iter().zip(floats(&expected["ratings"])) {
+    for ((o, e), q) in ours.iter().zip(floats(&expected["ratings"])).zip(&int8) {
         println!(
-            "judge {:.4} vs numpy {e:.4} (digit mass {:.3})",
-            o.rating, o.digit_mass
+            "judge {:.4} vs numpy {e:.4} (digit mass {:.3}); int8 {:.4} (digit mass {:.3})",
+            o.rating, o.digit_mass, q.rating, q.digit_mass
         );
         assert!((o.rating - e).abs() < 1e-3, "{} vs {e}", o.rating);
         assert!((1.0..=9.0).contains(&o.rating));
+        // int8 moves the digits' logits by a few hundredths; on a 1–9 scale that is within 0.3.
+        assert!(
+            (q.rating - o.rating).abs() < 0.3,
+            "int8 {} vs f32 {}",
+            q.rating,
+            o.rating
+        );
     }
 }
 
@@ -581,6 +592,44 @@ fn model_stages_refuse_bad_input_and_write_nothing() {
         1,
     );
     assert!(message.contains("context"), "{message}");
+
+    // int8 is the judge's and the scorer's precision; a classifier head asked for it is refused.
+    let responses = dir.path().join("responses").display().to_string();
+    ok(&prefsmith(&[
+        "synth",
+        "--prompts",
+        "2",
+        "--responses",
+        "2",
+        "--layout",
+        "wide",
+        "--response-bytes",
+        "8",
+        "--output",
+        &responses,
+    ]));
+    let message = fails(
+        &prefsmith(&[
+            "reward",
+            "--input",
+            &responses,
+            "--output",
+            &out_s,
+            "--model",
+            "tiny:1",
+            "--mode",
+            "classifier",
+            "--column",
+            "classifier_score",
+            "--precision",
+            "int8",
+        ]),
+        2,
+    );
+    assert!(
+        message.contains("precision int8 is for the judge mode"),
+        "{message}"
+    );
     assert!(
         !out.join("_manifest.json").exists(),
         "nothing may look complete"

@@ -10,7 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::lm::LanguageModel;
-use crate::scoring::last_hidden;
+use crate::scoring::{Precision, last_hidden};
 use crate::tokenizer::ChatMessage;
 
 /// The judge's instruction. Fixed, so that ratings are comparable across runs; it is part of
@@ -148,14 +148,45 @@ fn to_rows(t: burn::tensor::Tensor<2>) -> Result<(usize, Vec<f32>)> {
     Ok((cols, values))
 }
 
-/// Judge ratings for token sequences built by [`judge_sequences`].
+/// Judge ratings for token sequences built by [`judge_sequences`], at `precision` (int8 runs
+/// the CPU engine of [`crate::int8`]; its ratings differ from f32's by the rounding of
+/// activations).
 pub fn judge(
     lm: &LanguageModel,
     sequences: &[Vec<u32>],
     max_batch_tokens: usize,
-    progress: impl FnMut(usize),
+    precision: Precision,
+    mut progress: impl FnMut(usize),
 ) -> Result<Vec<JudgeRating>> {
     let digits = digit_ids(lm)?;
+    if precision == Precision::Int8 {
+        if lm.model.device() != burn::tensor::Device::flex() {
+            return Err(Error::Config(
+                "precision int8 runs on the CPU only; use --device cpu, or precision f32".into(),
+            ));
+        }
+        let model = lm.int8()?;
+        let mut ratings = Vec::with_capacity(sequences.len());
+        // Consecutive sequences packed up to the token budget (no padding in this engine).
+        let mut start = 0;
+        while start < sequences.len() {
+            let mut end = start + 1;
+            let mut tokens = sequences[start].len();
+            while end < sequences.len() && tokens + sequences[end].len() <= max_batch_tokens {
+                tokens += sequences[end].len();
+                end += 1;
+            }
+            let batch: Vec<&[u32]> = sequences[start..end].iter().map(Vec::as_slice).collect();
+            let logits = model.last_logits(&batch).map_err(|e| match e {
+                Error::Input(m) => Error::Input(format!("items {start}..{end}: {m}")),
+                other => other,
+            })?;
+            ratings.extend(logits.iter().map(|row| expected_rating(row, &digits)));
+            progress(end - start);
+            start = end;
+        }
+        return Ok(ratings);
+    }
     for_last_hidden(
         lm,
         sequences,

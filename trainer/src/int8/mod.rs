@@ -412,6 +412,36 @@ impl Int8Llama {
         Ok(out)
     }
 
+    /// The next-token logits after each of `sequences` (packed into one pass, no padding).
+    pub fn last_logits(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        let c = &self.config;
+        let h = c.hidden_size;
+        let mut starts = Vec::with_capacity(sequences.len() + 1);
+        let mut ids = Vec::new();
+        for sequence in sequences {
+            if sequence.is_empty() || sequence.len() > c.context_limit() {
+                return Err(Error::Input(format!(
+                    "{} tokens; the model takes 1 to {}",
+                    sequence.len(),
+                    c.context_limit()
+                )));
+            }
+            starts.push(ids.len());
+            ids.extend_from_slice(sequence);
+        }
+        starts.push(ids.len());
+        let x = self.forward(&ids, Mode::Sequences(&starts))?;
+        let mut last = Vec::with_capacity(sequences.len() * h);
+        for &end in &starts[1..] {
+            last.extend_from_slice(&x[(end - 1) * h..end * h]);
+        }
+        Ok(self
+            .logits(&last)
+            .chunks_exact(c.vocab_size)
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+
     /// An empty cache for one sequence of up to `capacity` positions.
     pub fn new_cache(&self, capacity: usize) -> Int8Cache {
         let c = &self.config;

@@ -17,6 +17,7 @@ use tracing::info;
 
 use crate::error::{Error, Result};
 use crate::reward::{JUDGE_PROMPT_VERSION, classify, judge, judge_sequences};
+use crate::scoring::Precision;
 use crate::stages::{ModelSettings, StageOutput, Table, prompt_messages, string_list};
 use crate::tokenizer::ChatMessage;
 
@@ -63,6 +64,10 @@ pub struct RewardConfig {
     /// The model's content hash (filled in when the stage runs).
     #[serde(default)]
     pub model_hash: Option<String>,
+    /// The judge's arithmetic: `f32` (default) or `int8` (CPU only, several times faster; the
+    /// classifier mode runs in f32 only).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 /// Runs the stage.
@@ -118,19 +123,26 @@ pub async fn run(config: &RewardConfig, input: &str, output: &str) -> Result<Man
     let scores: Vec<f64> = match mode {
         RewardMode::Judge => {
             let sequences = judge_sequences(&lm, &items)?;
-            let ratings = judge(&lm, &sequences, batch_tokens, |n| {
+            let ratings = judge(&lm, &sequences, batch_tokens, config.precision, |n| {
                 progress.advance(n as u64)
             })?;
             let masses: Vec<f64> = ratings.iter().map(|r| r.digit_mass).collect();
             let mean = masses.iter().sum::<f64>() / masses.len().max(1) as f64;
             let min = masses.iter().copied().fold(f64::INFINITY, f64::min);
             stats.push(("mode", json!("judge")));
+            stats.push(("precision", json!(config.precision)));
             stats.push(("judge_prompt_version", json!(JUDGE_PROMPT_VERSION)));
             stats.push(("digit_mass_mean", json!(mean)));
             stats.push(("digit_mass_min", json!(min)));
             ratings.iter().map(|r| r.rating).collect()
         }
         RewardMode::Classifier | RewardMode::Auto => {
+            if config.precision != Precision::F32 {
+                return Err(Error::Config(
+                    "precision int8 is for the judge mode; a classifier's score head runs in f32"
+                        .into(),
+                ));
+            }
             let sequences = items
                 .iter()
                 .map(|(request, response)| {
