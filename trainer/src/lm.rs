@@ -156,8 +156,14 @@ impl LanguageModel {
         write_json("tokenizer_config.json", &tokenizer_config)
     }
 
-    /// The network quantized for int8 CPU scoring, built on first use and kept.
+    /// The network quantized for the int8 CPU engine, built on first use and kept; an error
+    /// when the model lives on another device (int8 is a CPU precision).
     pub fn int8(&self) -> Result<&crate::int8::Int8Llama> {
+        if self.model.device() != Device::flex() {
+            return Err(Error::Config(
+                "precision int8 runs on the CPU only; use --device cpu, or precision f32".into(),
+            ));
+        }
         if let Some(model) = self.int8.get() {
             return Ok(model);
         }

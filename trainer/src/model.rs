@@ -225,6 +225,23 @@ fn linear(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
     out.reshape([b, t, width])
 }
 
+/// `cos` and `sin` of the rotary angle `position · θ^(−2i / head_dim)`, computed in f64, as
+/// `[context_limit, head_dim / 2]` tables (shared by this model and the int8 engine).
+pub(crate) fn rotary_tables(config: &LlamaConfig) -> (Vec<f32>, Vec<f32>) {
+    let (dim, max) = (config.head_dim, config.context_limit());
+    let half = dim / 2;
+    let mut cos = Vec::with_capacity(max * half);
+    let mut sin = Vec::with_capacity(max * half);
+    for pos in 0..max {
+        for i in 0..half {
+            let angle = pos as f64 * config.rope_theta.powf(-(2.0 * i as f64) / dim as f64);
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    (cos, sin)
+}
+
 /// Rotary tables for positions `0..max_position`: `cos` and `sin` of shape `[positions,
 /// head_dim]`, each frequency repeated for both halves of a head (`rotate_half` layout).
 #[derive(Module, Debug)]
@@ -236,16 +253,16 @@ pub struct Rope {
 impl Rope {
     fn new(config: &LlamaConfig, device: &Device) -> Self {
         let (dim, max) = (config.head_dim, config.context_limit());
-        let half = dim / 2;
+        let (half_cos, half_sin) = rotary_tables(config);
         let mut cos = Vec::with_capacity(max * dim);
         let mut sin = Vec::with_capacity(max * dim);
-        for pos in 0..max {
-            let row: Vec<f64> = (0..half)
-                .map(|i| pos as f64 * config.rope_theta.powf(-(2.0 * i as f64) / dim as f64))
-                .collect();
+        for (c, s) in half_cos
+            .chunks_exact(dim / 2)
+            .zip(half_sin.chunks_exact(dim / 2))
+        {
             for _ in 0..2 {
-                cos.extend(row.iter().map(|a| a.cos() as f32));
-                sin.extend(row.iter().map(|a| a.sin() as f32));
+                cos.extend_from_slice(c);
+                sin.extend_from_slice(s);
             }
         }
         Self {
@@ -319,22 +336,8 @@ impl KvCache {
         self.len() == 0
     }
 
-    /// Repeats every row `times` times (row `r` becomes rows `r*times .. (r+1)*times`), so one
-    /// prompt's prefill serves several samples.
-    pub fn repeat_rows(&mut self, times: usize) {
-        for (k, v) in self.layers.iter_mut().flatten() {
-            let [b, h, t, d] = k.dims();
-            let grow = |x: Tensor<4>| {
-                x.unsqueeze_dim::<5>(1)
-                    .expand([b, times, h, t, d])
-                    .reshape([b * times, h, t, d])
-            };
-            *k = grow(k.clone());
-            *v = grow(v.clone());
-        }
-    }
-
-    /// Keeps only the given rows (finished sequences leave the batch).
+    /// Keeps the given rows, in that order: repeats copy a row (`[0; n]` gives one prompt's
+    /// cache to `n` samples), and finished sequences leave the batch.
     pub fn keep_rows(&mut self, rows: &Tensor<1, Int>) {
         for (k, v) in self.layers.iter_mut().flatten() {
             *k = k.clone().select(0, rows.clone());

@@ -93,15 +93,8 @@ pub fn judge_sequences(
         .collect()
 }
 
-/// Runs `sequences` in batches of about `max_batch_tokens` tokens and hands each batch's
-/// last-token hidden states to `per_batch`; `progress` gets the count done.
-fn for_last_hidden<T>(
-    lm: &LanguageModel,
-    sequences: &[Vec<u32>],
-    max_batch_tokens: usize,
-    mut per_batch: impl FnMut(burn::tensor::Tensor<2>) -> Result<Vec<T>>,
-    mut progress: impl FnMut(usize),
-) -> Result<Vec<T>> {
+/// Every sequence must have 1 to context-length tokens; an error names the first that has not.
+fn check_sequences(lm: &LanguageModel, sequences: &[Vec<u32>]) -> Result<()> {
     let limit = lm.context_length();
     for (i, s) in sequences.iter().enumerate() {
         if s.is_empty() || s.len() > limit {
@@ -111,6 +104,19 @@ fn for_last_hidden<T>(
             )));
         }
     }
+    Ok(())
+}
+
+/// Runs `sequences` in batches of about `max_batch_tokens` tokens and hands each batch's
+/// last-token hidden states to `per_batch`; `progress` gets the count done.
+fn for_last_hidden<T>(
+    lm: &LanguageModel,
+    sequences: &[Vec<u32>],
+    max_batch_tokens: usize,
+    mut per_batch: impl FnMut(burn::tensor::Tensor<2>) -> Result<Vec<T>>,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<T>> {
+    check_sequences(lm, sequences)?;
     let mut order: Vec<usize> = (0..sequences.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(sequences[i].len()));
     let mut out: Vec<Option<T>> = (0..sequences.len()).map(|_| None).collect();
@@ -160,11 +166,7 @@ pub fn judge(
 ) -> Result<Vec<JudgeRating>> {
     let digits = digit_ids(lm)?;
     if precision == Precision::Int8 {
-        if lm.model.device() != burn::tensor::Device::flex() {
-            return Err(Error::Config(
-                "precision int8 runs on the CPU only; use --device cpu, or precision f32".into(),
-            ));
-        }
+        check_sequences(lm, sequences)?;
         let model = lm.int8()?;
         let mut ratings = Vec::with_capacity(sequences.len());
         // Consecutive sequences packed up to the token budget (no padding in this engine).
@@ -177,10 +179,7 @@ pub fn judge(
                 end += 1;
             }
             let batch: Vec<&[u32]> = sequences[start..end].iter().map(Vec::as_slice).collect();
-            let logits = model.last_logits(&batch).map_err(|e| match e {
-                Error::Input(m) => Error::Input(format!("items {start}..{end}: {m}")),
-                other => other,
-            })?;
+            let logits = model.last_logits(&batch)?;
             ratings.extend(logits.iter().map(|row| expected_rating(row, &digits)));
             progress(end - start);
             start = end;

@@ -31,11 +31,9 @@ pub struct SamplingConfig {
     pub seed: u64,
     /// Keep generating past stop tokens until `max_new_tokens` (benchmarks, as vLLM's
     /// `ignore_eos`).
-    #[serde(default)]
     pub ignore_eos: bool,
     /// The model's arithmetic: `f32` (default) or `int8` (CPU only, several times faster;
     /// samples are reproducible within one precision, not across them).
-    #[serde(default)]
     pub precision: Precision,
 }
 
@@ -231,12 +229,6 @@ pub fn generate(
             cache: KvCache::default(),
         }),
         Precision::Int8 => {
-            if lm.model.device() != burn::tensor::Device::flex() {
-                return Err(Error::Config(
-                    "precision int8 runs on the CPU only; use --device cpu, or precision f32"
-                        .into(),
-                ));
-            }
             let model = lm.int8()?;
             Box::new(Int8Decoder {
                 cache: model.new_cache(prompt.len() + budget),

@@ -294,11 +294,6 @@ pub fn score_sequences(
         items.len()
     ];
     if options.precision == Precision::Int8 {
-        if device != Device::flex() {
-            return Err(Error::Config(
-                "precision int8 runs on the CPU only; use --device cpu, or precision f32".into(),
-            ));
-        }
         let model = lm.int8()?;
         for plan in plan_batches(items, options.max_batch_tokens) {
             let batch_items: Vec<&ScoreItem> = plan.iter().map(|&i| &items[i]).collect();

@@ -17,8 +17,9 @@
 //! multiply-adds in block order. The portable kernel does the same operations in the same
 //! order, so both return bit-identical results (a test checks it wherever VNNI exists).
 //!
-//! This is the one module of the workspace allowed `unsafe`: SIMD loads and stores, and calls
-//! into functions compiled for AVX-512 after the CPU has been checked for it at run time.
+//! This module and [`super::simd`] are the only ones in the workspace allowed `unsafe`: SIMD
+//! loads and stores, and calls into functions compiled for AVX-512 after the CPU has been
+//! checked for it at run time.
 #![allow(unsafe_code)]
 
 use rayon::prelude::*;
@@ -89,63 +90,6 @@ fn quantize_weight_block(values: &[f32], out: &mut [u8]) -> (f32, f32) {
         *q = round((v - min) * inverse).clamp(0.0, 255.0) as u8;
     }
     (scale, min)
-}
-
-/// Symmetric 8-bit quantization of rows of activations, block by block: `scales[b] =
-/// max|x| / 127`, `q = round(x / scale)` (ties to even), and `sums[b] = scale · Σ q`.
-fn quantize_activations(
-    x: &[f32],
-    cols: usize,
-    block: usize,
-    q: &mut [i8],
-    scales: &mut [f32],
-    sums: &mut [f32],
-    kernel: Kernel,
-) {
-    let padded_cols = q.len() / (x.len() / cols).max(1);
-    let blocks = padded_cols / block;
-    #[cfg(target_arch = "x86_64")]
-    if block == 32 && cols.is_multiple_of(32) && kernel == Kernel::Avx512Vnni {
-        for (m, row) in x.chunks_exact(cols).enumerate() {
-            let at = m * blocks..(m + 1) * blocks;
-            // SAFETY: the CPU has avx512f and avx512bw (detected); the row has `blocks`
-            // whole blocks of 32 values and `q` as many bytes.
-            unsafe {
-                vnni::quantize_row_32(
-                    row,
-                    &mut q[m * padded_cols..(m + 1) * padded_cols],
-                    &mut scales[at.clone()],
-                    &mut sums[at],
-                )
-            };
-        }
-        return;
-    }
-    for (m, row) in x.chunks_exact(cols).enumerate() {
-        let row_q = &mut q[m * padded_cols..(m + 1) * padded_cols];
-        for b in 0..blocks {
-            let start = b * block;
-            let end = ((b + 1) * block).min(cols);
-            let values = if start < cols {
-                &row[start..end]
-            } else {
-                &[][..]
-            };
-            let max = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let scale = max / 127.0;
-            let inverse = if max > 0.0 { 127.0 / max } else { 0.0 };
-            let block_q = &mut row_q[start..start + block];
-            let mut total = 0i32;
-            for (q, &v) in block_q.iter_mut().zip(values) {
-                let rounded = round_to_int(v * inverse);
-                total += rounded;
-                *q = rounded as i8;
-            }
-            block_q[values.len()..].fill(0);
-            scales[m * blocks + b] = scale;
-            sums[m * blocks + b] = scale * total as f32;
-        }
-    }
 }
 
 impl PackedWeights {
@@ -269,6 +213,19 @@ pub struct QuantizedRows {
 
 impl QuantizedRows {
     fn new(x: &[f32], cols: usize, padded_cols: usize, block: usize) -> Self {
+        Self::with_kernel(x, cols, padded_cols, block, Kernel::detect())
+    }
+
+    /// Symmetric 8-bit quantization of rows of activations, block by block: `scale = max|x| /
+    /// 127`, `q = round(x / scale)` (ties to even), `sum = scale · Σ q`, with `kernel`'s code.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    fn with_kernel(
+        x: &[f32],
+        cols: usize,
+        padded_cols: usize,
+        block: usize,
+        kernel: Kernel,
+    ) -> Self {
         assert!(
             x.len().is_multiple_of(cols),
             "input is a whole number of rows"
@@ -278,15 +235,44 @@ impl QuantizedRows {
         let mut q = vec![0i8; rows * padded_cols];
         let mut scales = vec![0.0f32; rows * blocks];
         let mut sums = vec![0.0f32; rows * blocks];
-        quantize_activations(
-            x,
-            cols,
-            block,
-            &mut q,
-            &mut scales,
-            &mut sums,
-            Kernel::detect(),
-        );
+        #[cfg(target_arch = "x86_64")]
+        let vector = block == 32 && cols.is_multiple_of(32) && kernel != Kernel::Portable;
+        for (m, row) in x.chunks_exact(cols).enumerate() {
+            let row_q = &mut q[m * padded_cols..(m + 1) * padded_cols];
+            let at = m * blocks..(m + 1) * blocks;
+            #[cfg(target_arch = "x86_64")]
+            if vector {
+                // SAFETY: a kernel other than the portable one means the CPU has avx512f and
+                // avx512bw (detected); the row is `blocks` whole blocks of 32 values, `row_q`
+                // as many bytes, and there is one scale and sum per block.
+                unsafe {
+                    vnni::quantize_row_32(row, row_q, &mut scales[at.clone()], &mut sums[at])
+                };
+                continue;
+            }
+            for b in 0..blocks {
+                let start = b * block;
+                let end = ((b + 1) * block).min(cols);
+                let values = if start < cols {
+                    &row[start..end]
+                } else {
+                    &[][..]
+                };
+                let max = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let scale = max / 127.0;
+                let inverse = if max > 0.0 { 127.0 / max } else { 0.0 };
+                let block_q = &mut row_q[start..start + block];
+                let mut total = 0i32;
+                for (q, &v) in block_q.iter_mut().zip(values) {
+                    let rounded = round_to_int(v * inverse);
+                    total += rounded;
+                    *q = rounded as i8;
+                }
+                block_q[values.len()..].fill(0);
+                scales[at.start + b] = scale;
+                sums[at.start + b] = scale * total as f32;
+            }
+        }
         Self {
             rows,
             padded_cols,
@@ -529,17 +515,17 @@ pub(crate) mod tests {
     fn simd_and_portable_quantization_agree_bit_for_bit() {
         let (rows, cols) = (9, 96);
         let mut x = pseudo_random(rows * cols, 21);
-        x[5] = 0.5; // a tie after scaling is rounded to even by both
+        // A block whose maximum is 127 has scale 1, so 0.5 and 1.5 are ties: both round to
+        // even (0 and 2).
+        x[0] = 127.0;
+        x[5] = 0.5;
+        x[6] = 1.5;
         x[cols..2 * cols].fill(0.0); // an all-zero row
         let quantize = |kernel| {
-            let (mut q, mut scales, mut sums) = (
-                vec![0i8; rows * cols],
-                vec![0.0; rows * 3],
-                vec![0.0; rows * 3],
-            );
-            quantize_activations(&x, cols, 32, &mut q, &mut scales, &mut sums, kernel);
-            (q, scales.map_bits(), sums.map_bits())
+            let q = QuantizedRows::with_kernel(&x, cols, cols, 32, kernel);
+            (q.q, q.scales.map_bits(), q.sums.map_bits())
         };
+        assert_eq!(quantize(Kernel::Portable).0[5..7], [0, 2]);
         assert_eq!(quantize(Kernel::detect()), quantize(Kernel::Portable));
     }
 

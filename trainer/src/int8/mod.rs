@@ -1,15 +1,15 @@
-//! Int8 CPU inference for scoring and sampling: the same llama forward pass as
+//! Int8 CPU inference for scoring, sampling and judging: the same llama forward pass as
 //! [`crate::model::Llama`], with every linear layer (and the language-model head) computed as
 //! an 8-bit integer product — weights quantized once per output row and block of 32 inputs
 //! (exactly, for Q4_1 GGUF weights), activations per token and block — the way llama.cpp runs
 //! quantized models on CPUs ([`kernel`]). Norms, rotary embeddings, attention and the
 //! log-softmax stay in f32 ([`simd`]).
 //!
-//! This is an opt-in precision (`precision = "int8"` for `prefsmith score` and `sample`), for
-//! when throughput matters more than the last hundredth of a nat: its log-probs differ from the
-//! f32 model's by the rounding of activations to 8 bits, as llama.cpp's do (held by a test
-//! against llama.cpp's fixtures). Policy and reference log-probs that are compared with each
-//! other should come from the same precision.
+//! This is an opt-in precision (`precision = "int8"` for `prefsmith score`, `sample` and the
+//! `reward` judge), for when throughput matters more than the last hundredth of a nat: its
+//! log-probs differ from the f32 model's by the rounding of activations to 8 bits, as
+//! llama.cpp's do (held by a test against llama.cpp's fixtures). Policy and reference log-probs
+//! that are compared with each other should come from the same precision.
 //!
 //! Sequences are packed one after another into one matrix of rows (no padding): the linear
 //! layers see every token of a batch at once and attention runs per sequence, so a batch's
@@ -235,21 +235,7 @@ impl Int8Llama {
                 h,
             )
         };
-        let half = config.head_dim / 2;
-        let positions = config.context_limit();
-        let mut rope_cos = Vec::with_capacity(positions * half);
-        let mut rope_sin = Vec::with_capacity(positions * half);
-        for pos in 0..positions {
-            for k in 0..half {
-                // The same angles, in f64, as the f32 model's rotary table.
-                let angle = pos as f64
-                    * config
-                        .rope_theta
-                        .powf(-(2.0 * k as f64) / config.head_dim as f64);
-                rope_cos.push(angle.cos() as f32);
-                rope_sin.push(angle.sin() as f32);
-            }
-        }
+        let (rope_cos, rope_sin) = crate::model::rotary_tables(&config);
         Ok(Self {
             config,
             embed,
@@ -363,24 +349,42 @@ impl Int8Llama {
         logits
     }
 
+    /// Packs sequences, each given as a non-empty head and a tail, one after another: their
+    /// tokens and where each starts (the end last). A sequence longer than the context or with
+    /// an empty head is an error naming it.
+    fn pack<'a>(
+        &self,
+        sequences: impl IntoIterator<Item = (&'a [u32], &'a [u32])>,
+    ) -> Result<(Vec<u32>, Vec<usize>)> {
+        let limit = self.config.context_limit();
+        let mut ids = Vec::new();
+        let mut starts = Vec::new();
+        for (i, (head, tail)) in sequences.into_iter().enumerate() {
+            let len = head.len() + tail.len();
+            if head.is_empty() || len > limit {
+                return Err(Error::Input(format!(
+                    "sequence {i}: {len} tokens (prompt {}); the model takes a non-empty prompt \
+                     and at most {limit} tokens",
+                    head.len()
+                )));
+            }
+            starts.push(ids.len());
+            ids.extend_from_slice(head);
+            ids.extend_from_slice(tail);
+        }
+        starts.push(ids.len());
+        Ok((ids, starts))
+    }
+
     /// `log π(y_t | …)` of every response token of every item, item after item.
     pub fn response_token_logps(&self, items: &[&ScoreItem]) -> Result<Vec<Vec<f32>>> {
         let c = &self.config;
         let h = c.hidden_size;
-        let mut starts = Vec::with_capacity(items.len() + 1);
-        let mut ids = Vec::new();
-        for item in items {
-            if item.len() > c.context_limit() {
-                return Err(Error::Input(format!(
-                    "{} tokens, longer than the model's context of {}",
-                    item.len(),
-                    c.context_limit()
-                )));
-            }
-            starts.push(ids.len());
-            ids.extend(item.prompt.iter().chain(&item.response).copied());
-        }
-        starts.push(ids.len());
+        let (ids, starts) = self.pack(
+            items
+                .iter()
+                .map(|item| (item.prompt.as_slice(), item.response.as_slice())),
+        )?;
         let x = self.forward(&ids, Mode::Sequences(&starts))?;
         // Only hidden states that predict a response token go through the head.
         let mut predicting = Vec::new();
@@ -416,20 +420,7 @@ impl Int8Llama {
     pub fn last_logits(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
         let c = &self.config;
         let h = c.hidden_size;
-        let mut starts = Vec::with_capacity(sequences.len() + 1);
-        let mut ids = Vec::new();
-        for sequence in sequences {
-            if sequence.is_empty() || sequence.len() > c.context_limit() {
-                return Err(Error::Input(format!(
-                    "{} tokens; the model takes 1 to {}",
-                    sequence.len(),
-                    c.context_limit()
-                )));
-            }
-            starts.push(ids.len());
-            ids.extend_from_slice(sequence);
-        }
-        starts.push(ids.len());
+        let (ids, starts) = self.pack(sequences.iter().map(|s| (*s, &[][..])))?;
         let x = self.forward(&ids, Mode::Sequences(&starts))?;
         let mut last = Vec::with_capacity(sequences.len() * h);
         for &end in &starts[1..] {

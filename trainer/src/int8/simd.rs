@@ -4,8 +4,7 @@
 //! and a portable one that computes the same formulas.
 #![allow(unsafe_code)]
 
-/// Lanes of a vector register, and of the portable reductions below (kept in independent
-/// lanes, as the vector code sums them).
+/// f32 lanes of a 512-bit vector register.
 const LANES: usize = 16;
 
 // ln 2 split in a part exact in few bits and the rest, so n · LN2_HIGH has no rounding.
@@ -138,34 +137,26 @@ fn attention_with(q: &[f32], k: &[f32], v: &[f32], d: usize, wide: bool) -> Vec<
     let mut out = vec![0.0f32; len * d];
     let mut probs = vec![0.0f32; QUERY_TILE * padded];
     let mut tile_out = vec![0.0f32; QUERY_TILE * width];
+    let block = KeyBlock {
+        keys: &keys,
+        values: &values,
+        padded,
+        width,
+    };
     for tile in 0..tiles {
         let first = tile * QUERY_TILE;
         let rows = QUERY_TILE.min(len - first);
-        let seen = (first + rows).div_ceil(LANES) * LANES;
         let tile_queries = &queries[tile * d * QUERY_TILE..(tile + 1) * d * QUERY_TILE];
-        #[cfg(target_arch = "x86_64")]
-        if wide {
-            // SAFETY: `has_avx512` checked the CPU; the slices have the lengths the kernel
-            // reads (`keys` is d × padded with seen ≤ padded, `probs` 4 × padded).
-            unsafe { x86::attention_scores(tile_queries, &keys, padded, seen, &mut probs) };
-        }
-        if !wide {
-            portable_attention_scores(tile_queries, &keys, padded, seen, &mut probs);
-        }
         let visible: [usize; QUERY_TILE] =
             std::array::from_fn(|r| if r < rows { first + r + 1 } else { 0 });
-        softmax_rows(&mut probs, padded, seen, &visible);
-        #[cfg(target_arch = "x86_64")]
-        if wide {
-            // SAFETY: as above; `values` is len × width, and keys beyond first + rows have
-            // probability 0 and are not read (the loop stops at first + rows).
-            unsafe {
-                x86::attention_values(&probs, padded, first + rows, &values, width, &mut tile_out)
-            };
-        }
-        if !wide {
-            portable_attention_values(&probs, padded, first + rows, &values, width, &mut tile_out);
-        }
+        attend_tile(
+            tile_queries,
+            &block,
+            &visible,
+            &mut probs,
+            &mut tile_out,
+            wide,
+        );
         for r in 0..rows {
             let i = first + r;
             out[i * d..(i + 1) * d].copy_from_slice(&tile_out[r * width..r * width + d]);
@@ -187,7 +178,7 @@ fn portable_attention_scores(
             probs[r * padded + j] = queries
                 .chunks_exact(QUERY_TILE)
                 .enumerate()
-                .fold(0.0, |acc, (c, q)| q[r].mul_add(keys[c * padded + j], acc));
+                .fold(0.0, |acc, (c, q)| acc + q[r] * keys[c * padded + j]);
         }
     }
 }
@@ -204,10 +195,56 @@ fn portable_attention_values(
     for r in 0..QUERY_TILE {
         for c in 0..width {
             out[r * width + c] = (0..keys).fold(0.0, |acc, j| {
-                probs[r * padded + j].mul_add(values[j * width + c], acc)
+                acc + probs[r * padded + j] * values[j * width + c]
             });
         }
     }
+}
+
+/// Keys and values one tile of queries attends to: keys transposed, `[d][padded]`, values
+/// `[≥ visible][width]`, `padded` and `width` multiples of 16.
+struct KeyBlock<'a> {
+    keys: &'a [f32],
+    values: &'a [f32],
+    padded: usize,
+    width: usize,
+}
+
+/// One tile of four queries (`queries[c][r]`, pre-scaled): scores against the keys each sees
+/// (`visible[r]` of them), softmax, and the weighted values into `out` (`[4][width]`).
+fn attend_tile(
+    queries: &[f32],
+    block: &KeyBlock<'_>,
+    visible: &[usize; QUERY_TILE],
+    probs: &mut [f32],
+    out: &mut [f32],
+    wide: bool,
+) {
+    let KeyBlock {
+        keys,
+        values,
+        padded,
+        width,
+    } = *block;
+    let longest = visible.iter().copied().max().unwrap_or(0);
+    let seen = longest.div_ceil(LANES) * LANES;
+    let d = queries.len() / QUERY_TILE;
+    // What the AVX-512 kernels read, checked here so their raw accesses stay in bounds.
+    assert!(padded.is_multiple_of(LANES) && width.is_multiple_of(LANES) && seen <= padded);
+    assert!(keys.len() >= d * padded && values.len() >= longest * width);
+    assert!(probs.len() >= QUERY_TILE * padded && out.len() >= QUERY_TILE * width);
+    #[cfg(target_arch = "x86_64")]
+    if wide {
+        // SAFETY: `wide` is only set when the CPU has avx512f; the lengths are checked above.
+        unsafe { x86::attention_scores(queries, keys, padded, seen, probs) };
+        softmax_rows(probs, padded, seen, visible);
+        // SAFETY: as above; keys past `longest` are not read.
+        unsafe { x86::attention_values(probs, padded, longest, values, width, out) };
+        return;
+    }
+    portable_attention_scores(queries, keys, padded, seen, probs);
+    softmax_rows(probs, padded, seen, visible);
+    portable_attention_values(probs, padded, longest, values, width, out);
 }
 
 /// Softmax of each query row of a tile over its first `visible[r]` keys (of `seen` computed);
@@ -238,10 +275,15 @@ pub fn cached_attention(
     d: usize,
 ) -> Vec<f32> {
     let heads = queries.len() / d;
-    let width = values.len() / capacity;
+    let cached = KeyBlock {
+        keys,
+        values,
+        padded: capacity,
+        width: values.len() / capacity,
+    };
+    let width = cached.width;
     let wide = has_avx512();
     let scale = 1.0 / (d as f32).sqrt();
-    let seen = visible.div_ceil(LANES) * LANES;
     let mut out = vec![0.0f32; heads * d];
     let mut probs = vec![0.0f32; QUERY_TILE * capacity];
     let mut tile_out = vec![0.0f32; QUERY_TILE * width];
@@ -254,28 +296,16 @@ pub fn cached_attention(
                 tile_queries[c * QUERY_TILE + r] = queries[(first + r) * d + c] * scale;
             }
         }
-        #[cfg(target_arch = "x86_64")]
-        if wide {
-            // SAFETY: the CPU has avx512f; `keys` is d × capacity with seen ≤ capacity (both
-            // multiples of 16), `probs` 4 × capacity.
-            unsafe { x86::attention_scores(&tile_queries, keys, capacity, seen, &mut probs) };
-        }
-        if !wide {
-            portable_attention_scores(&tile_queries, keys, capacity, seen, &mut probs);
-        }
         let limits: [usize; QUERY_TILE] =
             std::array::from_fn(|r| if r < rows { visible } else { 0 });
-        softmax_rows(&mut probs, capacity, seen, &limits);
-        #[cfg(target_arch = "x86_64")]
-        if wide {
-            // SAFETY: as above; `values` holds capacity ≥ visible rows of `width`.
-            unsafe {
-                x86::attention_values(&probs, capacity, visible, values, width, &mut tile_out)
-            };
-        }
-        if !wide {
-            portable_attention_values(&probs, capacity, visible, values, width, &mut tile_out);
-        }
+        attend_tile(
+            &tile_queries,
+            &cached,
+            &limits,
+            &mut probs,
+            &mut tile_out,
+            wide,
+        );
         for r in 0..rows {
             out[(first + r) * d..(first + r + 1) * d]
                 .copy_from_slice(&tile_out[r * width..r * width + d]);
