@@ -1,6 +1,6 @@
 //! `prefsmith sql`: ad-hoc SQL over Parquet (files, shard directories, stage outputs, globs)
 //! with every prefsmith function registered; results printed or written atomically to Parquet
-//! or CSV.
+//! or CSV. `prefsmith sql --functions` prints the reference of those functions instead.
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::csv;
@@ -9,6 +9,8 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use object_store::buffered::BufWriter;
 use tokio::io::AsyncWriteExt;
+
+use prefsmith_udfs::documentation::FunctionDoc;
 
 use crate::error::{Error, Result};
 use crate::input;
@@ -133,4 +135,117 @@ fn csv_bytes(batch: &RecordBatch, header: bool) -> Result<Vec<u8>> {
         .build(Vec::new());
     writer.write(batch)?;
     Ok(writer.into_inner())
+}
+
+/// Width the reference wraps its prose at.
+const REFERENCE_WIDTH: usize = 96;
+
+/// The reference of every prefsmith function as plain text, sorted by name: name, kind and
+/// section, description, syntax, arguments and SQL example.
+pub fn function_reference() -> String {
+    let docs = prefsmith_udfs::function_docs();
+    let mut text = format!(
+        "{} prefsmith functions (sql --functions); usable in every query of `prefsmith sql`.\n",
+        docs.len()
+    );
+    for doc in &docs {
+        text.push('\n');
+        text.push_str(&describe(doc));
+    }
+    text
+}
+
+/// One function's entry of the reference.
+fn describe(doc: &FunctionDoc) -> String {
+    let documentation = &doc.documentation;
+    let mut text = format!(
+        "{} ({}, {})\n",
+        doc.name, doc.kind, documentation.doc_section.label
+    );
+    wrap_into(&mut text, &documentation.description, "    ", "    ");
+    text.push_str("\n    Syntax\n        ");
+    text.push_str(&documentation.syntax_example);
+    text.push('\n');
+    if let Some(arguments) = &documentation.arguments {
+        text.push_str("\n    Arguments\n");
+        for (name, description) in arguments {
+            let first = format!("        {name}: ");
+            wrap_into(&mut text, description, &first, "            ");
+        }
+    }
+    if let Some(example) = &documentation.sql_example {
+        text.push_str("\n    Example\n");
+        // The example is markdown (a fenced block): the fences mean nothing in plain text.
+        for line in example
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("```"))
+        {
+            text.push_str("        ");
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text
+}
+
+/// Appends `prose` wrapped at [`REFERENCE_WIDTH`], its first line after `first` and the others
+/// after `rest`.
+fn wrap_into(text: &mut String, prose: &str, first: &str, rest: &str) {
+    let mut line = first.to_string();
+    let mut empty = true;
+    for word in prose.split_whitespace() {
+        if !empty && line.chars().count() + 1 + word.chars().count() > REFERENCE_WIDTH {
+            text.push_str(&line);
+            text.push('\n');
+            line = rest.to_string();
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    text.push_str(&line);
+    text.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_lists_every_function_once_with_its_parts() {
+        let text = function_reference();
+        let docs = prefsmith_udfs::function_docs();
+        assert!(text.starts_with(&format!("{} prefsmith functions", docs.len())));
+        let mut previous = 0;
+        for doc in &docs {
+            let heading = format!("\n{} ({}, ", doc.name, doc.kind);
+            let at = text
+                .find(&heading)
+                .unwrap_or_else(|| panic!("no entry for {}", doc.name));
+            assert!(at >= previous, "{} is out of order", doc.name);
+            assert_eq!(text.matches(&heading).count(), 1, "{}", doc.name);
+            previous = at;
+        }
+        assert!(!text.contains("```"));
+        assert!(
+            text.lines()
+                .all(|l| l.chars().count() <= REFERENCE_WIDTH || l.starts_with("        "))
+        );
+    }
+
+    #[test]
+    fn prose_wraps_at_the_width_with_its_indents() {
+        let mut text = String::new();
+        let words = vec!["word"; 40].join(" ");
+        wrap_into(&mut text, &words, "  a: ", "     ");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() > 1);
+        assert!(lines[0].starts_with("  a: word"));
+        assert!(lines[1..].iter().all(|l| l.starts_with("     word")));
+        assert!(lines.iter().all(|l| l.chars().count() <= REFERENCE_WIDTH));
+        assert_eq!(text.split_whitespace().filter(|w| *w == "word").count(), 40);
+    }
 }

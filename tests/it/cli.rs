@@ -1,5 +1,5 @@
 //! The binary end to end: the quickstart job, resumable jobs, `select` output contract,
-//! `sql`, `synth` determinism, `inspect`.
+//! `sql` (and its function reference), `synth` determinism, `inspect`.
 
 use std::path::Path;
 
@@ -200,6 +200,62 @@ fn sql_command_runs_udfs_on_the_data() {
     let text = std::fs::read_to_string(&csv).expect("csv");
     assert!(text.starts_with("id,mean\n"), "{text}");
     assert_eq!(text.lines().count(), 4);
+}
+
+#[test]
+fn sql_functions_prints_every_function_with_its_description() {
+    let stdout = ok(&prefsmith(&["sql", "--functions"]));
+    // The reference wraps its prose: compare with runs of whitespace collapsed.
+    let flat = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let printed = flat(&stdout);
+    let registered: Vec<(String, &str, String)> = prefsmith_udfs::scalar_functions()
+        .iter()
+        .map(|f| {
+            (
+                f.name().to_string(),
+                "scalar",
+                f.documentation().map(|d| d.description.clone()),
+            )
+        })
+        .chain(prefsmith_udfs::aggregate_functions().iter().map(|f| {
+            (
+                f.name().to_string(),
+                "aggregate",
+                f.documentation().map(|d| d.description.clone()),
+            )
+        }))
+        .chain(prefsmith_udfs::window_functions().iter().map(|f| {
+            (
+                f.name().to_string(),
+                "window",
+                f.documentation().map(|d| d.description.clone()),
+            )
+        }))
+        .map(|(name, kind, description)| {
+            let description = description.unwrap_or_else(|| panic!("{name} has no documentation"));
+            (name, kind, description)
+        })
+        .collect();
+    assert_eq!(registered.len(), 17);
+    let mut positions = Vec::new();
+    for (name, kind, description) in &registered {
+        let heading = format!("\n{name} ({kind}, ");
+        let at = stdout
+            .find(&heading)
+            .unwrap_or_else(|| panic!("no entry for {name}:\n{stdout}"));
+        positions.push((at, name.as_str()));
+        assert!(
+            printed.contains(&flat(description)),
+            "the description of {name} is missing:\n{stdout}"
+        );
+        assert!(stdout.contains(&format!("{name}(")), "no syntax for {name}");
+    }
+    // Sorted by name.
+    positions.sort_unstable();
+    let order: Vec<&str> = positions.iter().map(|&(_, name)| name).collect();
+    let mut sorted = order.clone();
+    sorted.sort_unstable();
+    assert_eq!(order, sorted);
 }
 
 #[test]

@@ -21,26 +21,34 @@
 //! | `clean_scores(response_index, score [, temperature])` | aggregate | robust-PCA cleaned Borda scores, ranks, flags from scores |
 //! | `clean_comparisons(i, j, outcome)` | aggregate | the same from pairwise judgments (missing pairs masked) |
 //!
-//! The selection rules live in [`selection`], shared by every form; the robust PCA solver in
-//! [`rpca`]. To add a function: write
-//! it in its own file under `scalar/`, `aggregate/` or `window/` (docs with a SQL example,
-//! struct, trait impl, kernel, tests), add it to the matching list below, and cover it in
-//! `tests/sql/`.
+//! The selection rules live in [`selection`], shared by every form, with the struct they
+//! return in [`selection_struct`]; the robust PCA solver in [`rpca`]; argument coercion and
+//! constant parsing shared by the functions in `arguments`. Every function documents itself
+//! (`documentation()`), and [`function_docs`] lists them for the reference.
+//!
+//! To add a function:
+//! 1. write it in its own file under `scalar/`, `aggregate/` or `window/` (module docs with a
+//!    SQL example, struct, trait impl with `documentation()`, kernel, tests);
+//! 2. add it to the matching list below;
+//! 3. cover it in `tests/sql/`.
 
 pub mod aggregate;
-mod args;
-
-pub use args::string_at;
-pub mod pair_struct;
+mod arguments;
+pub mod documentation;
 pub mod rpca;
 pub mod scalar;
 pub mod selection;
+pub mod selection_struct;
 pub mod window;
+
+pub use arguments::string_at;
 
 use std::sync::Arc;
 
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
+
+use documentation::{FunctionDoc, FunctionKind};
 
 /// Every scalar function of this crate.
 pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
@@ -71,8 +79,10 @@ pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
 /// Every aggregate function of this crate.
 pub fn aggregate_functions() -> Vec<Arc<AggregateUDF>> {
     vec![
-        Arc::new(AggregateUDF::from(aggregate::clean::Clean::scores())),
-        Arc::new(AggregateUDF::from(aggregate::clean::Clean::comparisons())),
+        Arc::new(AggregateUDF::from(aggregate::clean::CleanLabels::scores())),
+        Arc::new(AggregateUDF::from(
+            aggregate::clean::CleanLabels::comparisons(),
+        )),
         Arc::new(AggregateUDF::from(
             aggregate::select_pair::SelectPair::positions(),
         )),
@@ -116,11 +126,43 @@ pub fn register_all(registry: &mut dyn FunctionRegistry) -> datafusion::common::
     Ok(())
 }
 
+/// Every function of this crate with its kind and documentation, sorted by name (a function
+/// without documentation would be left out; the crate's tests make sure there is none).
+pub fn function_docs() -> Vec<FunctionDoc> {
+    let entry =
+        |name: &str, kind, documentation: Option<&datafusion::logical_expr::Documentation>| {
+            documentation.map(|documentation| FunctionDoc {
+                name: name.to_string(),
+                kind,
+                documentation: documentation.clone(),
+            })
+        };
+    let mut docs: Vec<FunctionDoc> = scalar_functions()
+        .iter()
+        .filter_map(|f| entry(f.name(), FunctionKind::Scalar, f.documentation()))
+        .chain(
+            aggregate_functions()
+                .iter()
+                .filter_map(|f| entry(f.name(), FunctionKind::Aggregate, f.documentation())),
+        )
+        .chain(
+            window_functions()
+                .iter()
+                .filter_map(|f| entry(f.name(), FunctionKind::Window, f.documentation())),
+        )
+        .collect();
+    docs.sort_by(|a, b| a.name.cmp(&b.name));
+    docs
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
 
+    use datafusion::logical_expr::{Documentation, Signature};
+
     use super::*;
+    use crate::documentation::syntax_arguments;
 
     #[test]
     fn names_are_unique() {
@@ -135,5 +177,104 @@ mod tests {
             assert!(names.insert(name.clone()), "duplicate function name {name}");
         }
         assert_eq!(all.len(), 17);
+    }
+
+    /// Every registered function with its kind, signature and documentation, straight from
+    /// the registration lists (not through `function_docs`, which leaves undocumented ones out).
+    fn registered() -> Vec<(String, FunctionKind, Signature, Option<Documentation>)> {
+        let scalar = scalar_functions().into_iter().map(|f| {
+            let f = f.as_ref();
+            (
+                f.name().to_string(),
+                FunctionKind::Scalar,
+                f.signature().clone(),
+                f.documentation().cloned(),
+            )
+        });
+        let aggregate = aggregate_functions().into_iter().map(|f| {
+            let f = f.as_ref();
+            (
+                f.name().to_string(),
+                FunctionKind::Aggregate,
+                f.signature().clone(),
+                f.documentation().cloned(),
+            )
+        });
+        let window = window_functions().into_iter().map(|f| {
+            let f = f.as_ref();
+            (
+                f.name().to_string(),
+                FunctionKind::Window,
+                f.signature().clone(),
+                f.documentation().cloned(),
+            )
+        });
+        scalar.chain(aggregate).chain(window).collect()
+    }
+
+    #[test]
+    fn every_function_is_documented() {
+        let functions = registered();
+        assert_eq!(functions.len(), 17);
+        for (name, kind, signature, documentation) in functions {
+            let doc = documentation.unwrap_or_else(|| panic!("{name} has no documentation"));
+            assert!(
+                !doc.description.trim().is_empty(),
+                "{name}: empty description"
+            );
+            assert!(
+                doc.syntax_example.starts_with(&format!("{name}(")),
+                "{name}: syntax {:?} does not call the function",
+                doc.syntax_example
+            );
+            let example = doc.sql_example.as_deref().unwrap_or_default();
+            assert!(
+                example.contains(&format!("{name}(")),
+                "{name}: no SQL example calling it"
+            );
+            let documented: Vec<&str> = doc
+                .arguments
+                .iter()
+                .flatten()
+                .map(|(argument, text)| {
+                    assert!(
+                        !text.trim().is_empty(),
+                        "{name}: argument {argument} is not described"
+                    );
+                    argument.as_str()
+                })
+                .collect();
+            let mut named = syntax_arguments(&doc.syntax_example);
+            assert!(!named.is_empty(), "{name}: the syntax shows no arguments");
+            named.extend(
+                signature
+                    .parameter_names
+                    .iter()
+                    .flatten()
+                    .map(String::as_str),
+            );
+            for argument in named {
+                assert!(
+                    documented.contains(&argument),
+                    "{name} ({kind}): argument {argument} is not documented"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn function_docs_lists_every_function_sorted() {
+        let docs = function_docs();
+        let names: Vec<&str> = docs.iter().map(|d| d.name.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted);
+        let mut registered: Vec<String> = registered().into_iter().map(|f| f.0).collect();
+        registered.sort_unstable();
+        assert_eq!(names, registered);
+        let kind_of = |name: &str| docs.iter().find(|d| d.name == name).map(|d| d.kind);
+        assert_eq!(kind_of("select_pair"), Some(FunctionKind::Aggregate));
+        assert_eq!(kind_of("select_pair_list"), Some(FunctionKind::Scalar));
+        assert_eq!(kind_of("reward_zscore"), Some(FunctionKind::Window));
     }
 }

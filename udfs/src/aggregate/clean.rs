@@ -19,7 +19,7 @@
 //! SELECT prompt_id, clean_comparisons(i, j, outcome) AS c FROM judgments GROUP BY prompt_id;
 //! ```
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{
     Array, ArrayBuilder, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int64Builder,
@@ -29,30 +29,33 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Typ
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
-use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDFImpl, Documentation, Signature, Volatility,
+};
 
-use crate::args;
+use crate::arguments;
+use crate::documentation::LABEL_CLEANING;
 use crate::rpca::{Cleaned, clean_indexed_scores, clean_judgments};
 
-/// Which input the aggregate reads.
+/// Which input the aggregate reads: one score per response, or pairwise judgments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Source {
+enum CleaningInput {
     Scores,
     Comparisons,
 }
 
-/// `clean_scores` or `clean_comparisons`.
+/// The label-cleaning aggregates: `clean_scores` or `clean_comparisons`.
 #[derive(Debug, PartialEq, Eq, Hash)]
-pub struct Clean {
-    source: Source,
+pub struct CleanLabels {
+    source: CleaningInput,
     signature: Signature,
 }
 
-impl Clean {
+impl CleanLabels {
     /// `clean_scores(response_index, score [, temperature])`.
     pub fn scores() -> Self {
         Self {
-            source: Source::Scores,
+            source: CleaningInput::Scores,
             signature: Signature::user_defined(Volatility::Immutable),
         }
     }
@@ -60,17 +63,19 @@ impl Clean {
     /// `clean_comparisons(i, j, outcome)`.
     pub fn comparisons() -> Self {
         Self {
-            source: Source::Comparisons,
+            source: CleaningInput::Comparisons,
             signature: Signature::user_defined(Volatility::Immutable),
         }
     }
 }
 
-fn list(item: DataType) -> DataType {
+/// A list of `item` with nullable items.
+fn list_type(item: DataType) -> DataType {
     DataType::List(Arc::new(Field::new_list_field(item, true)))
 }
 
-fn pair_fields() -> Fields {
+/// The fields of one flagged comparison `{i, j}`.
+fn flagged_pair_fields() -> Fields {
     vec![
         Field::new("i", DataType::Int64, false),
         Field::new("j", DataType::Int64, false),
@@ -81,13 +86,13 @@ fn pair_fields() -> Fields {
 /// The fields of the result struct.
 pub fn result_fields() -> Fields {
     vec![
-        Field::new("response_index", list(DataType::Int64), false),
-        Field::new("clean_score", list(DataType::Float64), false),
-        Field::new("clean_rank", list(DataType::Int64), false),
-        Field::new("flagged_comparisons", list(DataType::Int64), false),
+        Field::new("response_index", list_type(DataType::Int64), false),
+        Field::new("clean_score", list_type(DataType::Float64), false),
+        Field::new("clean_rank", list_type(DataType::Int64), false),
+        Field::new("flagged_comparisons", list_type(DataType::Int64), false),
         Field::new(
             "flagged_pairs",
-            list(DataType::Struct(pair_fields())),
+            list_type(DataType::Struct(flagged_pair_fields())),
             false,
         ),
         Field::new("iterations", DataType::Int64, false),
@@ -150,11 +155,11 @@ pub fn result_array(results: &[(Vec<i64>, Cleaned)]) -> StructArray {
     b.finish()
 }
 
-impl AggregateUDFImpl for Clean {
+impl AggregateUDFImpl for CleanLabels {
     fn name(&self) -> &str {
         match self.source {
-            Source::Scores => "clean_scores",
-            Source::Comparisons => "clean_comparisons",
+            CleaningInput::Scores => "clean_scores",
+            CleaningInput::Comparisons => "clean_comparisons",
         }
     }
 
@@ -165,25 +170,25 @@ impl AggregateUDFImpl for Clean {
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
         let name = self.name();
         match (self.source, arg_types) {
-            (Source::Scores, [index, score]) => Ok(vec![
-                args::coerce_index(name, index)?,
-                args::coerce_reward(name, score)?,
+            (CleaningInput::Scores, [index, score]) => Ok(vec![
+                arguments::coerce_index(name, index)?,
+                arguments::coerce_reward(name, score)?,
             ]),
-            (Source::Scores, [index, score, t]) => Ok(vec![
-                args::coerce_index(name, index)?,
-                args::coerce_reward(name, score)?,
-                args::coerce_reward(name, t)?,
+            (CleaningInput::Scores, [index, score, t]) => Ok(vec![
+                arguments::coerce_index(name, index)?,
+                arguments::coerce_reward(name, score)?,
+                arguments::coerce_reward(name, t)?,
             ]),
-            (Source::Comparisons, [i, j, outcome]) => Ok(vec![
-                args::coerce_index(name, i)?,
-                args::coerce_index(name, j)?,
-                args::coerce_reward(name, outcome)?,
+            (CleaningInput::Comparisons, [i, j, outcome]) => Ok(vec![
+                arguments::coerce_index(name, i)?,
+                arguments::coerce_index(name, j)?,
+                arguments::coerce_reward(name, outcome)?,
             ]),
-            (Source::Scores, _) => plan_err!(
+            (CleaningInput::Scores, _) => plan_err!(
                 "clean_scores takes (response_index, score [, temperature]), got {} arguments",
                 arg_types.len()
             ),
-            (Source::Comparisons, _) => plan_err!(
+            (CleaningInput::Comparisons, _) => plan_err!(
                 "clean_comparisons takes (i, j, outcome), got {} arguments",
                 arg_types.len()
             ),
@@ -196,8 +201,8 @@ impl AggregateUDFImpl for Clean {
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
         let names: &[(&str, DataType)] = match self.source {
-            Source::Scores => &[("index", DataType::Int64), ("score", DataType::Float64)],
-            Source::Comparisons => &[
+            CleaningInput::Scores => &[("index", DataType::Int64), ("score", DataType::Float64)],
+            CleaningInput::Comparisons => &[
                 ("i", DataType::Int64),
                 ("j", DataType::Int64),
                 ("outcome", DataType::Float64),
@@ -208,7 +213,7 @@ impl AggregateUDFImpl for Clean {
             .map(|(n, t)| {
                 Arc::new(Field::new(
                     format_state_name(args.name, n),
-                    list(t.clone()),
+                    list_type(t.clone()),
                     true,
                 ))
             })
@@ -216,8 +221,12 @@ impl AggregateUDFImpl for Clean {
     }
 
     fn accumulator(&self, acc: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let temperature = if self.source == Source::Scores && acc.exprs.len() == 3 {
-            match args::literal_arg("clean_scores", "temperature", acc.exprs[2].as_ref())? {
+        let temperature = if self.source == CleaningInput::Scores && acc.exprs.len() == 3 {
+            match arguments::aggregate_constant(
+                "clean_scores",
+                "temperature",
+                acc.exprs[2].as_ref(),
+            )? {
                 ScalarValue::Float64(Some(t)) if t.is_finite() && t > 0.0 => t,
                 other => {
                     return exec_err!(
@@ -231,22 +240,117 @@ impl AggregateUDFImpl for Clean {
         Ok(Box::new(CleanAccumulator {
             source: self.source,
             temperature,
-            a: Vec::new(),
-            b: Vec::new(),
+            first_indices: Vec::new(),
+            second_indices: Vec::new(),
             values: Vec::new(),
         }))
     }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        static SCORES: LazyLock<Documentation> = LazyLock::new(scores_documentation);
+        static COMPARISONS: LazyLock<Documentation> = LazyLock::new(comparisons_documentation);
+        Some(match self.source {
+            CleaningInput::Scores => &SCORES,
+            CleaningInput::Comparisons => &COMPARISONS,
+        })
+    }
+}
+
+const RESULT_DOC: &str = "Returns a struct: `response_index`, `clean_score` (Borda score of \
+    the cleaned matrix), `clean_rank` (1 = best) and `flagged_comparisons` (per response) as \
+    lists in response-index order, `flagged_pairs` (a list of `{i, j}`), `iterations`, \
+    `residual`, `converged` and `solved`. `solved` is false when the input is passed through \
+    (2 responses or fewer, all scores equal, no convergence, or a result that explains the \
+    whole matrix as corruption): the scores are then the uncleaned Borda scores, nothing is \
+    flagged, and `converged` says whether the solver converged.";
+
+fn scores_documentation() -> Documentation {
+    Documentation::builder(
+        LABEL_CLEANING,
+        format!(
+            "Cleans one group's (prompt's) scores by robust PCA: the matrix \
+             `X_ij = (s_i − s_j)/temperature` is split into a low-rank and a sparse part, and \
+             the comparisons the sparse part carries are flagged as corrupted. Null, NaN and \
+             ±inf scores are left out. {RESULT_DOC}"
+        ),
+        "clean_scores(response_index, score [, temperature])",
+    )
+    .with_argument(
+        "response_index",
+        "Integer index of the response within its prompt: not null, not repeated in a group.",
+    )
+    .with_argument("score", "Numeric score of the response.")
+    .with_argument(
+        "temperature",
+        "Optional positive constant dividing the score differences (default 1).",
+    )
+    .with_sql_example(
+        r#"```sql
+> SELECT c['clean_rank'] AS ranks, c['flagged_comparisons'] AS flagged, c['solved'] AS solved
+  FROM (SELECT clean_scores(response_index, score) AS c
+        FROM (VALUES (0, 0.0), (1, 0.5), (2, 1.0), (3, 1.5), (4, 2.0), (5, 2.5), (6, -4.0),
+                     (7, 3.5)) AS responses(response_index, score));
++--------------------------+--------------------------+--------+
+| ranks                    | flagged                  | solved |
++--------------------------+--------------------------+--------+
+| [7, 6, 5, 4, 3, 2, 8, 1] | [1, 1, 1, 1, 1, 1, 7, 1] | true   |
++--------------------------+--------------------------+--------+
+```"#,
+    )
+    .with_related_udf("clean_comparisons")
+    .build()
+}
+
+fn comparisons_documentation() -> Documentation {
+    Documentation::builder(
+        LABEL_CLEANING,
+        format!(
+            "Cleans one group's (prompt's) pairwise judgments by robust PCA: the outcomes of \
+             each pair are averaged (a judgment of (j, i) counts as 1 − outcome for (i, j)), \
+             clipped away from 0 and 1 and turned into logits; pairs never judged are masked \
+             out of the decomposition, and the judged comparisons the sparse part carries are \
+             flagged as corrupted. Rows with a null outcome are left out. {RESULT_DOC}"
+        ),
+        "clean_comparisons(i, j, outcome)",
+    )
+    .with_argument(
+        "i",
+        "Integer index of the first response of the judged pair, not null.",
+    )
+    .with_argument(
+        "j",
+        "Integer index of the second response of the judged pair, not null.",
+    )
+    .with_argument(
+        "outcome",
+        "Numeric probability in [0, 1] (or 0/1 indicator) that response i beats response j.",
+    )
+    .with_sql_example(
+        r#"```sql
+> SELECT c['response_index'] AS responses, c['clean_rank'] AS ranks, c['solved'] AS solved
+  FROM (SELECT clean_comparisons(i, j, outcome) AS c
+        FROM (VALUES (0, 1, 1.0), (0, 2, 1.0), (1, 2, 1.0), (0, 3, 1.0), (1, 3, 0.9),
+                     (2, 3, 0.8)) AS judgments(i, j, outcome));
++--------------+--------------+--------+
+| responses    | ranks        | solved |
++--------------+--------------+--------+
+| [0, 1, 2, 3] | [1, 2, 3, 4] | true   |
++--------------+--------------+--------+
+```"#,
+    )
+    .with_related_udf("clean_scores")
+    .build()
 }
 
 /// Buffers the group's rows until evaluation.
 #[derive(Debug)]
 struct CleanAccumulator {
-    source: Source,
+    source: CleaningInput,
     temperature: f64,
     /// Response index (scores) or i (comparisons).
-    a: Vec<i64>,
+    first_indices: Vec<i64>,
     /// j (comparisons only).
-    b: Vec<i64>,
+    second_indices: Vec<i64>,
     /// Score or outcome.
     values: Vec<f64>,
 }
@@ -255,7 +359,7 @@ impl CleanAccumulator {
     fn push(&mut self, columns: &[&dyn Array]) -> Result<()> {
         let a = columns[0].as_primitive::<Int64Type>();
         match self.source {
-            Source::Scores => {
+            CleaningInput::Scores => {
                 let s = columns[1].as_primitive::<Float64Type>();
                 for r in 0..a.len() {
                     if a.is_null(r) {
@@ -263,12 +367,12 @@ impl CleanAccumulator {
                     }
                     // Null, NaN and ±inf scores are left out of the matrix.
                     if s.is_valid(r) && s.value(r).is_finite() {
-                        self.a.push(a.value(r));
+                        self.first_indices.push(a.value(r));
                         self.values.push(s.value(r));
                     }
                 }
             }
-            Source::Comparisons => {
+            CleaningInput::Comparisons => {
                 let b = columns[1].as_primitive::<Int64Type>();
                 let o = columns[2].as_primitive::<Float64Type>();
                 for r in 0..a.len() {
@@ -286,8 +390,8 @@ impl CleanAccumulator {
                             b.value(r)
                         );
                     }
-                    self.a.push(a.value(r));
-                    self.b.push(b.value(r));
+                    self.first_indices.push(a.value(r));
+                    self.second_indices.push(b.value(r));
                     self.values.push(outcome);
                 }
             }
@@ -298,13 +402,16 @@ impl CleanAccumulator {
     /// The group's cleaning: (response indices, result).
     fn clean(&self) -> Result<(Vec<i64>, Cleaned)> {
         match self.source {
-            Source::Scores => clean_indexed_scores(&self.a, &self.values, self.temperature)
-                .or_else(|index| exec_err!("clean_scores: response_index {index} appears twice")),
-            Source::Comparisons => {
+            CleaningInput::Scores => {
+                clean_indexed_scores(&self.first_indices, &self.values, self.temperature).or_else(
+                    |index| exec_err!("clean_scores: response_index {index} appears twice"),
+                )
+            }
+            CleaningInput::Comparisons => {
                 let judgments: Vec<(i64, i64, f64)> = self
-                    .a
+                    .first_indices
                     .iter()
-                    .zip(&self.b)
+                    .zip(&self.second_indices)
                     .zip(&self.values)
                     .map(|((&i, &j), &o)| (i, j, o))
                     .collect();
@@ -326,7 +433,11 @@ impl Accumulator for CleanAccumulator {
     }
 
     fn size(&self) -> usize {
-        size_of::<Self>() + (self.a.capacity() + self.b.capacity() + self.values.capacity()) * 8
+        size_of::<Self>()
+            + (self.first_indices.capacity()
+                + self.second_indices.capacity()
+                + self.values.capacity())
+                * 8
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
@@ -347,8 +458,12 @@ impl Accumulator for CleanAccumulator {
             &DataType::Float64,
         ));
         Ok(match self.source {
-            Source::Scores => vec![ints(&self.a), floats],
-            Source::Comparisons => vec![ints(&self.a), ints(&self.b), floats],
+            CleaningInput::Scores => vec![ints(&self.first_indices), floats],
+            CleaningInput::Comparisons => vec![
+                ints(&self.first_indices),
+                ints(&self.second_indices),
+                floats,
+            ],
         })
     }
 
@@ -362,11 +477,12 @@ impl Accumulator for CleanAccumulator {
             let a = a.as_primitive::<Int64Type>();
             let last = lists[lists.len() - 1].value(row);
             let values = last.as_primitive::<Float64Type>();
-            self.a.extend(a.values().iter());
+            self.first_indices.extend(a.values().iter());
             self.values.extend(values.values().iter());
-            if self.source == Source::Comparisons {
+            if self.source == CleaningInput::Comparisons {
                 let b = lists[1].value(row);
-                self.b.extend(b.as_primitive::<Int64Type>().values().iter());
+                self.second_indices
+                    .extend(b.as_primitive::<Int64Type>().values().iter());
             }
         }
         Ok(())

@@ -12,16 +12,19 @@
 //! FROM pairs;
 //! ```
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
-use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDFImpl, Documentation, Signature, Volatility,
+};
 
-use crate::args;
+use crate::arguments;
+use crate::documentation::MARGINS;
 
 /// The lower clip M1 of every source (Decision 3).
 pub const DEFAULT_M1: f64 = -2.0;
@@ -72,11 +75,12 @@ impl Default for MarginUpperBound {
     }
 }
 
-fn constant(args: &AccumulatorArgs, i: usize, what: &str, default: f64) -> Result<f64> {
+/// Constant argument `i` as a finite number, or `default` when the call leaves it out.
+fn finite_constant_or(args: &AccumulatorArgs, i: usize, what: &str, default: f64) -> Result<f64> {
     if args.exprs.len() <= i {
         return Ok(default);
     }
-    match args::literal_arg("margin_upper_bound", what, args.exprs[i].as_ref())? {
+    match arguments::aggregate_constant("margin_upper_bound", what, args.exprs[i].as_ref())? {
         ScalarValue::Float64(Some(v)) if v.is_finite() => Ok(v),
         other => exec_err!("margin_upper_bound: {what} must be a finite number, got {other}"),
     }
@@ -100,7 +104,7 @@ impl AggregateUDFImpl for MarginUpperBound {
         }
         arg_types
             .iter()
-            .map(|t| args::coerce_reward("margin_upper_bound", t))
+            .map(|t| arguments::coerce_reward("margin_upper_bound", t))
             .collect()
     }
 
@@ -118,16 +122,54 @@ impl AggregateUDFImpl for MarginUpperBound {
     }
 
     fn accumulator(&self, acc: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let divisor = constant(&acc, 1, "divisor", DEFAULT_DIVISOR)?;
+        let divisor = finite_constant_or(&acc, 1, "divisor", DEFAULT_DIVISOR)?;
         if divisor <= 0.0 {
             return exec_err!("margin_upper_bound: divisor must be positive, got {divisor}");
         }
-        let m1 = constant(&acc, 2, "m1", DEFAULT_M1)?;
+        let m1 = finite_constant_or(&acc, 2, "m1", DEFAULT_M1)?;
         Ok(Box::new(UpperBoundAccumulator {
             divisor,
             m1,
             margins: Vec::new(),
         }))
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        static DOCUMENTATION: LazyLock<Documentation> = LazyLock::new(|| {
+            Documentation::builder(
+                MARGINS,
+                "M2, the upper clip of one margin source, by the tail-sparsity search over the \
+                 group's finite margins: start at `max(trunc(max / divisor), m1 + 1)` and raise \
+                 M2 by 1 while `M2 + 1 ≤ max` and at least 30 margins, and at least \
+                 `max − (M2 + 1)`, are ≥ `M2 + 1`; the result is at most `max` and above `m1` \
+                 (`m1 + 1` otherwise). Null, NaN and ±inf margins are left out; null when no \
+                 margin is finite.",
+                "margin_upper_bound(margin [, divisor [, m1]])",
+            )
+            .with_argument("margin", "Numeric margin of one pair.")
+            .with_argument(
+                "divisor",
+                "Optional positive finite constant dividing the largest margin for the start of \
+                 the search: 1.5 (the default) for an external source, 2 for the implicit one.",
+            )
+            .with_argument(
+                "m1",
+                "Optional finite constant, the source's lower clip M1 (default -2).",
+            )
+            .with_sql_example(
+                r#"```sql
+> SELECT margin_upper_bound(margin) AS m2_external, margin_upper_bound(margin, 2) AS m2_implicit
+  FROM (SELECT CAST(value AS DOUBLE) AS margin FROM generate_series(0, 99));
++-------------+-------------+
+| m2_external | m2_implicit |
++-------------+-------------+
+| 70.0        | 70.0        |
++-------------+-------------+
+```"#,
+            )
+            .build()
+        });
+        Some(&DOCUMENTATION)
     }
 }
 

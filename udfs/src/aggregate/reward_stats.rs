@@ -11,16 +11,19 @@
 //! `select_pair`'s (which sums in response-index order); `std` is 0 when every valid reward is
 //! equal and null when undefined.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, UInt64Type};
 use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
-use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDFImpl, Documentation, Signature, Volatility,
+};
 
-use crate::args;
+use crate::arguments::{self, DDOF_ARGUMENT_DOC};
+use crate::documentation::REWARD_STATISTICS;
 
 /// The `reward_stats` aggregate.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -56,10 +59,10 @@ impl AggregateUDFImpl for RewardStatsUdaf {
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
         match arg_types {
-            [r] => Ok(vec![args::coerce_reward("reward_stats", r)?]),
+            [r] => Ok(vec![arguments::coerce_reward("reward_stats", r)?]),
             [r, d] => Ok(vec![
-                args::coerce_reward("reward_stats", r)?,
-                args::coerce_integer("reward_stats", "ddof", d)?,
+                arguments::coerce_reward("reward_stats", r)?,
+                arguments::coerce_integer("reward_stats", "ddof", d)?,
             ]),
             _ => plan_err!(
                 "reward_stats takes 1 or 2 arguments, got {}",
@@ -109,9 +112,9 @@ impl AggregateUDFImpl for RewardStatsUdaf {
 
     fn accumulator(&self, acc: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         let ddof = if acc.exprs.len() > 1 {
-            args::ddof(
+            arguments::parse_ddof(
                 "reward_stats",
-                &args::literal_arg("reward_stats", "ddof", acc.exprs[1].as_ref())?,
+                &arguments::aggregate_constant("reward_stats", "ddof", acc.exprs[1].as_ref())?,
             )?
         } else {
             0
@@ -120,6 +123,36 @@ impl AggregateUDFImpl for RewardStatsUdaf {
             ddof,
             ..Default::default()
         }))
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        static DOCUMENTATION: LazyLock<Documentation> = LazyLock::new(|| {
+            Documentation::builder(
+                REWARD_STATISTICS,
+                "The statistics of a group's rewards as a struct `{n, n_valid, mean, std}`: `n` \
+                 counts every row, `n_valid` the finite rewards (null, NaN and ±inf are left \
+                 out), `mean` and `std` are over the finite rewards. `std` is 0 when they are \
+                 all equal, null when there are no more of them than `ddof`; `mean` is null \
+                 when none is finite.",
+                "reward_stats(reward [, ddof])",
+            )
+            .with_argument("reward", "Numeric reward of one response.")
+            .with_argument("ddof", DDOF_ARGUMENT_DOC)
+            .with_sql_example(
+                r#"```sql
+> SELECT reward_stats(reward) AS s
+  FROM (VALUES (1.0), (2.0), (3.0), (NULL), ('NaN'::double)) AS responses(reward);
++-------------------------------------------------------+
+| s                                                     |
++-------------------------------------------------------+
+| {n: 5, n_valid: 3, mean: 2.0, std: 0.816496580927726} |
++-------------------------------------------------------+
+```"#,
+            )
+            .with_related_udf("select_pair")
+            .build()
+        });
+        Some(&DOCUMENTATION)
     }
 }
 

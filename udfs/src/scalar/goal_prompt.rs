@@ -6,14 +6,16 @@
 //! SELECT goal_prompt(score_chosen) AS system_prompt FROM pairs;
 //! ```
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{Array, AsArray, StringArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type};
 use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
+
+use crate::documentation::PROMPTS;
 
 /// The template; `{score}` is replaced by the formatted score.
 pub const GOAL_PROMPT_TEMPLATE: &str = "You are an assistant that generates responses for the instruction while implicitly achieving the following target scores (on a scale of 1-10, where 1 is lowest and 10 is highest):\nOverall score: {score}.";
@@ -81,5 +83,34 @@ impl ScalarUDFImpl for GoalPrompt {
             })
             .collect();
         Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        static DOCUMENTATION: LazyLock<Documentation> = LazyLock::new(|| {
+            Documentation::builder(
+                PROMPTS,
+                "The goal-conditioning system prompt of reward-augmented DPO, the released \
+                 template with the score filled in: as an integer when it is integral (`7`), \
+                 else in its shortest exact form (`7.5`). Null for a null, NaN or ±inf score.",
+                "goal_prompt(score)",
+            )
+            .with_argument(
+                "score",
+                "Numeric target score, on the template's 1-10 scale.",
+            )
+            .with_sql_example(
+                r#"```sql
+> SELECT split_part(goal_prompt(7.5), chr(10), 2) AS last_line,
+         goal_prompt(7) LIKE '%Overall score: 7.' AS integral;
++---------------------+----------+
+| last_line           | integral |
++---------------------+----------+
+| Overall score: 7.5. | true     |
++---------------------+----------+
+```"#,
+            )
+            .build()
+        });
+        Some(&DOCUMENTATION)
     }
 }

@@ -6,14 +6,17 @@
 //! -- ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
 //! ```
 
+use std::sync::{Arc, LazyLock};
+
 use datafusion::arrow::array::{Array, StringBuilder};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 
-use crate::args;
+use crate::arguments;
+use crate::documentation::PROMPTS;
 use crate::selection::prompt_id_of;
 
 /// The `hf_prompt_id` scalar function.
@@ -41,7 +44,7 @@ impl ScalarUDFImpl for HfPromptId {
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
         match arg_types {
-            [t] => Ok(vec![args::coerce_string("hf_prompt_id", "prompt", t)?]),
+            [t] => Ok(vec![arguments::coerce_string("hf_prompt_id", "prompt", t)?]),
             _ => plan_err!("hf_prompt_id takes 1 argument, got {}", arg_types.len()),
         }
     }
@@ -58,8 +61,32 @@ impl ScalarUDFImpl for HfPromptId {
         let prompts = args.args[0].to_array(args.number_rows)?;
         let mut out = StringBuilder::with_capacity(prompts.len(), prompts.len() * 64);
         for i in 0..prompts.len() {
-            out.append_option(args::string_at(&prompts, i).map(prompt_id_of));
+            out.append_option(arguments::string_at(&prompts, i).map(prompt_id_of));
         }
-        Ok(ColumnarValue::Array(std::sync::Arc::new(out.finish())))
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        static DOCUMENTATION: LazyLock<Documentation> = LazyLock::new(|| {
+            Documentation::builder(
+                PROMPTS,
+                "The SHA-256 hex digest of a prompt's text (UTF-8 bytes), the Hugging Face \
+                 convention for a `prompt_id` column; null for a null prompt.",
+                "hf_prompt_id(prompt)",
+            )
+            .with_argument("prompt", "String text of the prompt.")
+            .with_sql_example(
+                r#"```sql
+> SELECT hf_prompt_id('abc') AS prompt_id;
++------------------------------------------------------------------+
+| prompt_id                                                        |
++------------------------------------------------------------------+
+| ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad |
++------------------------------------------------------------------+
+```"#,
+            )
+            .build()
+        });
+        Some(&DOCUMENTATION)
     }
 }

@@ -12,14 +12,16 @@
 //! P itself loses when it rounds to 1.0; clipping at f64's machine epsilon makes p = 0 and p = 1
 //! from two sources cancel to exactly 0 (P = 0.5).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array};
 use datafusion::arrow::datatypes::{DataType, Float64Type};
 use datafusion::common::{Result, exec_err, plan_err};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
+
+use crate::documentation::MARGINS;
 
 /// Which formula.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -166,6 +168,139 @@ impl ScalarUDFImpl for MarginMath {
             ColumnarValue::Array(array)
         })
     }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        static IMPLICIT_REWARD: LazyLock<Documentation> =
+            LazyLock::new(implicit_reward_documentation);
+        static REWARD_MARGIN: LazyLock<Documentation> = LazyLock::new(reward_margin_documentation);
+        static MARGIN_PROBABILITY: LazyLock<Documentation> =
+            LazyLock::new(margin_probability_documentation);
+        static FUSE_PREFERENCE: LazyLock<Documentation> =
+            LazyLock::new(fuse_preference_documentation);
+        Some(match self.formula {
+            Formula::ImplicitReward => &IMPLICIT_REWARD,
+            Formula::RewardMargin => &REWARD_MARGIN,
+            Formula::MarginProbability => &MARGIN_PROBABILITY,
+            Formula::FusePreference => &FUSE_PREFERENCE,
+        })
+    }
+}
+
+/// Every formula is null when one of its arguments is.
+const NULL_IN_NULL_OUT: &str = "Null when any argument is null.";
+
+fn implicit_reward_documentation() -> Documentation {
+    Documentation::builder(
+        MARGINS,
+        format!(
+            "The implicit reward of DPO, `beta·(policy_logp − ref_logp)`: how much more likely \
+             the policy makes a response than the reference model does, scaled by β. \
+             {NULL_IN_NULL_OUT}"
+        ),
+        "implicit_reward(policy_logp, ref_logp, beta)",
+    )
+    .with_argument(
+        "policy_logp",
+        "Numeric summed log-probability of the response under the policy.",
+    )
+    .with_argument(
+        "ref_logp",
+        "Numeric summed log-probability of the response under the reference model.",
+    )
+    .with_argument("beta", "Numeric β, the DPO temperature.")
+    .with_sql_example(
+        r#"```sql
+> SELECT implicit_reward(-10.0, -12.5, 0.1) AS reward;
++--------+
+| reward |
++--------+
+| 0.25   |
++--------+
+```"#,
+    )
+    .with_related_udf("reward_margin")
+    .build()
+}
+
+fn reward_margin_documentation() -> Documentation {
+    Documentation::builder(
+        MARGINS,
+        format!("The margin of a pair, `chosen − rejected`. {NULL_IN_NULL_OUT}"),
+        "reward_margin(chosen, rejected)",
+    )
+    .with_argument("chosen", "Numeric score of the chosen response.")
+    .with_argument("rejected", "Numeric score of the rejected response.")
+    .with_sql_example(
+        r#"```sql
+> SELECT reward_margin(8.5, 6.0) AS margin;
++--------+
+| margin |
++--------+
+| 2.5    |
++--------+
+```"#,
+    )
+    .with_related_udf("margin_probability")
+    .build()
+}
+
+fn margin_probability_documentation() -> Documentation {
+    Documentation::builder(
+        MARGINS,
+        format!(
+            "A margin mapped to a probability by clipping: `(clip(margin, m1, m2) − m1)/(m2 − \
+             m1)`, 0 at or below `m1`, 1 at or above `m2`. Null for a NaN or ±inf margin (such \
+             a pair is not eligible for selection); an error unless `m2 > m1`. \
+             {NULL_IN_NULL_OUT}"
+        ),
+        "margin_probability(margin, m1, m2)",
+    )
+    .with_argument("margin", "Numeric margin of a pair.")
+    .with_argument("m1", "Numeric lower clip M1.")
+    .with_argument(
+        "m2",
+        "Numeric upper clip M2, above `m1` (see `margin_upper_bound`).",
+    )
+    .with_sql_example(
+        r#"```sql
+> SELECT margin_probability(2.5, -2, 7) AS p;
++-----+
+| p   |
++-----+
+| 0.5 |
++-----+
+```"#,
+    )
+    .with_related_udf("fuse_preference")
+    .build()
+}
+
+fn fuse_preference_documentation() -> Documentation {
+    Documentation::builder(
+        MARGINS,
+        format!(
+            "Fuses probabilities from several margin sources into one logit, \
+             `Σ logit(clip(p, ε, 1 − ε))` with ε the f64 machine epsilon. It returns the logit, \
+             not the probability: ranking by it keeps the order that the probability loses \
+             when it rounds to 1.0, and certainties that disagree (0 and 1) cancel to exactly \
+             0. {NULL_IN_NULL_OUT}"
+        ),
+        "fuse_preference(p1 [, p2, ...])",
+    )
+    .with_argument("p1", "Numeric probability from the first source.")
+    .with_argument("p2", "Numeric probability from each further source.")
+    .with_sql_example(
+        r#"```sql
+> SELECT fuse_preference(0.75, 0.5) AS fused, fuse_preference(0.0, 1.0) AS cancelled;
++--------------------+-----------+
+| fused              | cancelled |
++--------------------+-----------+
+| 1.0986122886681096 | 0.0       |
++--------------------+-----------+
+```"#,
+    )
+    .with_related_udf("margin_probability")
+    .build()
 }
 
 #[cfg(test)]

@@ -11,15 +11,18 @@
 //! Null when the reward is invalid (null, NaN, ±inf) or the partition has σ = 0 or fewer than
 //! two valid rewards.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
 use datafusion::common::{Result, plan_err};
 use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
-use datafusion::logical_expr::{PartitionEvaluator, Signature, Volatility, WindowUDFImpl};
+use datafusion::logical_expr::{
+    Documentation, PartitionEvaluator, Signature, Volatility, WindowUDFImpl,
+};
 
-use crate::args;
+use crate::arguments;
+use crate::documentation::REWARD_STATISTICS;
 use crate::selection::reward_stats;
 
 /// The `reward_zscore` window function.
@@ -47,7 +50,7 @@ impl WindowUDFImpl for RewardZscore {
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
         match arg_types {
-            [r] => Ok(vec![args::coerce_reward("reward_zscore", r)?]),
+            [r] => Ok(vec![arguments::coerce_reward("reward_zscore", r)?]),
             _ => plan_err!("reward_zscore takes 1 argument, got {}", arg_types.len()),
         }
     }
@@ -66,8 +69,42 @@ impl WindowUDFImpl for RewardZscore {
             true,
         )))
     }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        static DOCUMENTATION: LazyLock<Documentation> = LazyLock::new(|| {
+            Documentation::builder(
+                REWARD_STATISTICS,
+                "Each reward's distance from its partition's mean in standard deviations, \
+                 `(r − μ)/σ`, with μ and σ (population) over the partition's finite rewards \
+                 exactly as `select_pair` computes them. Null for a null, NaN or ±inf reward, \
+                 and for every row when the partition has σ = 0 or fewer than two finite \
+                 rewards.",
+                "reward_zscore(reward) OVER (PARTITION BY prompt_id)",
+            )
+            .with_argument("reward", "Numeric reward of the row's response.")
+            .with_sql_example(
+                r#"```sql
+> SELECT prompt_id, reward,
+         reward_zscore(reward) OVER (PARTITION BY prompt_id ORDER BY reward) AS z
+  FROM (VALUES ('a', 1.0), ('a', 2.0), ('a', 3.0), ('b', 4.0)) AS responses(prompt_id, reward)
+  ORDER BY prompt_id, reward;
++-----------+--------+--------------------+
+| prompt_id | reward | z                  |
++-----------+--------+--------------------+
+| a         | 1.0    | -1.224744871391589 |
+| a         | 2.0    | 0.0                |
+| a         | 3.0    | 1.224744871391589  |
+| b         | 4.0    |                    |
++-----------+--------+--------------------+
+```"#,
+            )
+            .build()
+        });
+        Some(&DOCUMENTATION)
+    }
 }
 
+/// Evaluates a whole partition at once: μ and σ need every row before the first z-score.
 #[derive(Debug)]
 struct ZscoreEvaluator;
 

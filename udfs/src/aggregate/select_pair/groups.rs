@@ -1,25 +1,5 @@
-//! `select_pair`, `select_pair_scalable` and their `*_with_text` forms: one preference pair per
-//! group (prompt), as an aggregate over the long layout (one row per response).
-//!
-//! ```text
-//! SELECT prompt_id,
-//!        select_pair(response_index, reward, '+inf', -2) AS p      -- sweet spot
-//! FROM responses GROUP BY prompt_id;
-//!
-//! SELECT prompt_id, select_pair_scalable(response_index, reward, prompt_id, 7) AS p
-//! FROM responses GROUP BY prompt_id;
-//!
-//! -- the same, also returning the chosen and rejected texts (no join back needed)
-//! SELECT prompt_id, select_pair_with_text(response_index, reward, response, 'max', -2) AS p
-//! FROM responses GROUP BY prompt_id;
-//! ```
-//!
-//! The nearest-to-μ−2σ rule needs the group's statistics before any response can be picked,
-//! so each group buffers its `(index, reward)` entries (16 bytes a response, plus the text for
-//! the `*_with_text` forms) and the kernel in [`crate::selection`] runs when the group is
-//! emitted. The [`GroupsAccumulator`] keeps all groups' entries in flat vectors (no allocation
-//! per group) and sorts them into groups with one counting sort at emit time; under an ordered
-//! (streaming) aggregation only the groups still open are buffered.
+//! The buffers behind `select_pair`: every group's responses in flat vectors, sorted into
+//! groups by one counting sort when groups are emitted, then handed to the selection kernel.
 
 use std::sync::Arc;
 
@@ -28,272 +8,19 @@ use datafusion::arrow::array::{
     UInt32Array,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type};
-use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
-use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
-use datafusion::logical_expr::utils::format_state_name;
-use datafusion::logical_expr::{
-    Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
-};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type};
+use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::logical_expr::{Accumulator, EmitTo, GroupsAccumulator};
 
-use crate::args;
-use crate::pair_struct::{PairStructBuilder, pair_type};
-use crate::selection::{PairRule, scalable_seed, select, sort_and_check};
-
-/// One of the four forms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Form {
-    scalable: bool,
-    with_text: bool,
-}
-
-impl Form {
-    fn name(self) -> &'static str {
-        match (self.scalable, self.with_text) {
-            (false, false) => "select_pair",
-            (false, true) => "select_pair_with_text",
-            (true, false) => "select_pair_scalable",
-            (true, true) => "select_pair_scalable_with_text",
-        }
-    }
-
-    /// Position of the first argument after `(response_index, reward [, response])`.
-    fn rest(self) -> usize {
-        if self.with_text { 3 } else { 2 }
-    }
-}
-
-/// The `select_pair` family of aggregate functions.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct SelectPair {
-    form: Form,
-    signature: Signature,
-}
-
-impl SelectPair {
-    fn with_form(scalable: bool, with_text: bool) -> Self {
-        Self {
-            form: Form {
-                scalable,
-                with_text,
-            },
-            signature: Signature::user_defined(Volatility::Immutable),
-        }
-    }
-
-    /// `select_pair(response_index, reward, k_chosen, k_rejected [, ddof])`: chosen nearest
-    /// `μ + k_chosen·σ`, rejected nearest `μ + k_rejected·σ` among the others (k = `'+inf'` /
-    /// `'-inf'` for max / min; numbers or strings such as `'max'`).
-    pub fn positions() -> Self {
-        Self::with_form(false, false)
-    }
-
-    /// `select_pair_scalable(response_index, reward, prompt_id [, run_seed [, ddof]])`: chosen
-    /// = max of all, rejected = min of a seeded random subset of 5 valid responses.
-    pub fn scalable() -> Self {
-        Self::with_form(true, false)
-    }
-
-    /// `select_pair_with_text(response_index, reward, response, k_chosen, k_rejected [, ddof])`:
-    /// as `select_pair`, with the `chosen` and `rejected` texts in the result.
-    pub fn positions_with_text() -> Self {
-        Self::with_form(false, true)
-    }
-
-    /// `select_pair_scalable_with_text(response_index, reward, response, prompt_id [, run_seed
-    /// [, ddof]])`: as `select_pair_scalable`, with the texts.
-    pub fn scalable_with_text() -> Self {
-        Self::with_form(true, true)
-    }
-
-    fn parse_rule(&self, args: &AccumulatorArgs) -> Result<(RuleSpec, u32)> {
-        let name = self.form.name();
-        let rest = self.form.rest();
-        let lit =
-            |i: usize, what: &str| args::literal_arg(name, what, args.exprs[rest + i].as_ref());
-        let optional = |i: usize| args.exprs.len() > rest + i;
-        if self.form.scalable {
-            // (prompt_id [, run_seed [, ddof]])
-            let run_seed = if optional(1) {
-                args::non_negative(name, "run_seed", &lit(1, "run_seed")?)?
-            } else {
-                0
-            };
-            let ddof = if optional(2) {
-                args::ddof(name, &lit(2, "ddof")?)?
-            } else {
-                0
-            };
-            Ok((RuleSpec::Scalable { run_seed }, ddof))
-        } else {
-            // (k_chosen, k_rejected [, ddof])
-            let chosen = args::position(name, "k_chosen", &lit(0, "k_chosen")?)?;
-            let rejected = args::position(name, "k_rejected", &lit(1, "k_rejected")?)?;
-            let ddof = if optional(2) {
-                args::ddof(name, &lit(2, "ddof")?)?
-            } else {
-                0
-            };
-            Ok((
-                RuleSpec::Fixed(PairRule::Positions { chosen, rejected }),
-                ddof,
-            ))
-        }
-    }
-}
-
-impl AggregateUDFImpl for SelectPair {
-    fn name(&self) -> &str {
-        self.form.name()
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        let name = self.form.name();
-        let rest = self.form.rest();
-        let (min, max) = if self.form.scalable {
-            (rest + 1, rest + 3)
-        } else {
-            (rest + 2, rest + 3)
-        };
-        if arg_types.len() < min || arg_types.len() > max {
-            return plan_err!(
-                "{name} takes {min} to {max} arguments, got {}",
-                arg_types.len()
-            );
-        }
-        arg_types
-            .iter()
-            .enumerate()
-            .map(|(i, t)| match i {
-                0 => args::coerce_index(name, t),
-                1 => args::coerce_reward(name, t),
-                2 if self.form.with_text => args::coerce_string(name, "response", t),
-                i => match (self.form.scalable, i - rest) {
-                    (true, 0) => args::coerce_string(name, "prompt_id", t),
-                    (true, 1) => args::coerce_integer(name, "run_seed", t),
-                    (false, 0 | 1) => args::coerce_position(name, t),
-                    _ => args::coerce_integer(name, "ddof", t),
-                },
-            })
-            .collect()
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(pair_type(self.form.with_text))
-    }
-
-    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        let list = |t: DataType| DataType::List(Arc::new(Field::new_list_field(t, true)));
-        let mut fields = vec![
-            Field::new(
-                format_state_name(args.name, "indices"),
-                list(DataType::Int64),
-                true,
-            ),
-            Field::new(
-                format_state_name(args.name, "rewards"),
-                list(DataType::Float64),
-                true,
-            ),
-        ];
-        if self.form.with_text {
-            fields.push(Field::new(
-                format_state_name(args.name, "responses"),
-                list(DataType::Utf8),
-                true,
-            ));
-        }
-        if self.form.scalable {
-            fields.push(Field::new(
-                format_state_name(args.name, "prompt_id"),
-                DataType::Utf8,
-                true,
-            ));
-        }
-        Ok(fields.into_iter().map(Arc::new).collect())
-    }
-
-    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let (rule, ddof) = self.parse_rule(&args)?;
-        Ok(Box::new(SelectPairAccumulator {
-            groups: SelectPairGroups::new(self.form, rule, ddof),
-        }))
-    }
-
-    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
-        true
-    }
-
-    fn create_groups_accumulator(
-        &self,
-        args: AccumulatorArgs,
-    ) -> Result<Box<dyn GroupsAccumulator>> {
-        let (rule, ddof) = self.parse_rule(&args)?;
-        Ok(Box::new(SelectPairGroups::new(self.form, rule, ddof)))
-    }
-}
-
-/// The rule as parsed from the constant arguments; `scalable` needs each group's prompt id
-/// before it becomes a [`PairRule`].
-#[derive(Debug, Clone, Copy)]
-enum RuleSpec {
-    Fixed(PairRule),
-    Scalable { run_seed: u64 },
-}
-
-/// Response texts of the buffered entries, for the `*_with_text` forms, by reference: entry
-/// `e`'s text is row `refs[e].1` of `arrays[refs[e].0]`. Holding the input arrays (cheap `Arc`
-/// clones) instead of copying every string matters: only two texts per group are ever output.
-#[derive(Debug, Clone, Default)]
-struct Texts {
-    arrays: Vec<ArrayRef>,
-    refs: Vec<(u32, u32)>,
-}
-
-impl Texts {
-    fn add_array(&mut self, array: &ArrayRef) -> u32 {
-        self.arrays.push(Arc::clone(array));
-        (self.arrays.len() - 1) as u32
-    }
-
-    fn push(&mut self, array: u32, row: usize) {
-        self.refs.push((array, row as u32));
-    }
-
-    fn get(&self, entry: usize) -> Option<&str> {
-        let (array, row) = self.refs[entry];
-        args::string_at(&self.arrays[array as usize], row as usize)
-    }
-
-    /// The texts of entries `kept`, in that order, holding only the arrays they need.
-    fn retain(&self, kept: &[usize]) -> Self {
-        let mut rest = Self::default();
-        let mut remap: Vec<Option<u32>> = vec![None; self.arrays.len()];
-        for &entry in kept {
-            let (array, row) = self.refs[entry];
-            let id = *remap[array as usize]
-                .get_or_insert_with(|| rest.add_array(&self.arrays[array as usize]));
-            rest.refs.push((id, row));
-        }
-        rest
-    }
-
-    fn size(&self) -> usize {
-        self.arrays
-            .iter()
-            .map(|a| a.get_array_memory_size())
-            .sum::<usize>()
-            + self.refs.capacity() * 8
-    }
-}
+use super::form::{Form, RuleSpec};
+use super::texts::ResponseTexts;
+use crate::arguments;
+use crate::selection::{PairRule, select, sort_and_check};
+use crate::selection_struct::SelectionStructBuilder;
 
 /// One buffered response, as sorted into its group.
 #[derive(Debug, Clone, Copy)]
-struct Entry {
+struct BufferedResponse {
     index: i64,
     reward: f64,
     /// Position in the flat buffers (to find the text).
@@ -302,7 +29,7 @@ struct Entry {
 
 /// Buffers of every group's responses, flat.
 #[derive(Debug, Clone)]
-struct SelectPairGroups {
+pub(super) struct SelectPairGroups {
     form: Form,
     rule: RuleSpec,
     ddof: u32,
@@ -310,21 +37,21 @@ struct SelectPairGroups {
     group: Vec<u32>,
     index: Vec<i64>,
     reward: Vec<f64>,
-    texts: Option<Texts>,
+    texts: Option<ResponseTexts>,
     /// Per group, the prompt id seeding `scalable` (empty for other rules).
     prompt_ids: Vec<Option<String>>,
 }
 
 /// The entries of the emitted groups, grouped: group `g` is `entries[offsets[g]..offsets[g+1]]`.
-struct Taken {
+struct TakenGroups {
     offsets: Vec<usize>,
-    entries: Vec<Entry>,
-    texts: Option<Texts>,
+    entries: Vec<BufferedResponse>,
+    texts: Option<ResponseTexts>,
     prompt_ids: Vec<Option<String>>,
 }
 
 impl SelectPairGroups {
-    fn new(form: Form, rule: RuleSpec, ddof: u32) -> Self {
+    pub(super) fn new(form: Form, rule: RuleSpec, ddof: u32) -> Self {
         Self {
             form,
             rule,
@@ -333,7 +60,7 @@ impl SelectPairGroups {
             group: Vec::new(),
             index: Vec::new(),
             reward: Vec::new(),
-            texts: form.with_text.then(Texts::default),
+            texts: form.with_text.then(ResponseTexts::default),
             prompt_ids: Vec::new(),
         }
     }
@@ -379,7 +106,7 @@ impl SelectPairGroups {
 
     /// Takes the entries of groups `0..n` out (sorted into groups by a counting sort), keeping
     /// the rest renumbered from 0.
-    fn take_groups(&mut self, n: usize) -> Taken {
+    fn take_groups(&mut self, n: usize) -> TakenGroups {
         let mut offsets = vec![0usize; n + 1];
         for &g in &self.group {
             if (g as usize) < n {
@@ -390,7 +117,7 @@ impl SelectPairGroups {
             offsets[i + 1] += offsets[i];
         }
         let mut entries = vec![
-            Entry {
+            BufferedResponse {
                 index: 0,
                 reward: 0.0,
                 slot: 0
@@ -402,7 +129,7 @@ impl SelectPairGroups {
         for (slot, &g) in self.group.iter().enumerate() {
             let g = g as usize;
             if g < n {
-                entries[cursor[g]] = Entry {
+                entries[cursor[g]] = BufferedResponse {
                     index: self.index[slot],
                     reward: self.reward[slot],
                     slot: slot as u32,
@@ -417,7 +144,7 @@ impl SelectPairGroups {
             self.group.clear();
             self.index.clear();
             self.reward.clear();
-            self.texts = texts.as_ref().map(|_| Texts::default());
+            self.texts = texts.as_ref().map(|_| ResponseTexts::default());
         } else {
             self.group = kept.iter().map(|&s| self.group[s] - n as u32).collect();
             self.index = kept.iter().map(|&s| self.index[s]).collect();
@@ -430,7 +157,7 @@ impl SelectPairGroups {
         } else {
             Vec::new()
         };
-        Taken {
+        TakenGroups {
             offsets,
             entries,
             texts,
@@ -445,28 +172,16 @@ impl SelectPairGroups {
         }
     }
 
-    fn rule_for(&self, prompt_id: Option<&str>) -> Result<PairRule> {
-        match self.rule {
-            RuleSpec::Fixed(rule) => Ok(rule),
-            RuleSpec::Scalable { run_seed } => match prompt_id {
-                Some(id) => Ok(PairRule::Scalable {
-                    seed: scalable_seed(run_seed, id),
-                }),
-                None => exec_err!("{}: prompt_id must not be null", self.name()),
-            },
-        }
-    }
-
     /// Runs the selection kernel over every taken group.
-    fn finish(&self, taken: Taken) -> Result<ArrayRef> {
-        let Taken {
+    fn finish(&self, taken: TakenGroups) -> Result<ArrayRef> {
+        let TakenGroups {
             offsets,
             mut entries,
             texts,
             prompt_ids,
         } = taken;
         let groups = offsets.len() - 1;
-        let mut out = PairStructBuilder::new(groups, self.form.with_text);
+        let mut out = SelectionStructBuilder::new(groups, self.form.with_text);
         let mut responses: Vec<(i64, f64)> = Vec::new();
         for g in 0..groups {
             let group = &mut entries[offsets[g]..offsets[g + 1]];
@@ -484,7 +199,8 @@ impl SelectPairGroups {
             } else {
                 select(
                     &responses,
-                    self.rule_for(prompt_ids.get(g).and_then(Option::as_deref))?,
+                    self.rule
+                        .for_prompt(self.name(), prompt_ids.get(g).and_then(Option::as_deref))?,
                     self.ddof,
                 )
             };
@@ -510,8 +226,8 @@ impl SelectPairGroups {
     }
 
     /// The buffered state of the taken groups, as lists (one row per group).
-    fn state_of(&self, taken: Taken) -> Result<Vec<ArrayRef>> {
-        let Taken {
+    fn state_of(&self, taken: TakenGroups) -> Result<Vec<ArrayRef>> {
+        let TakenGroups {
             offsets,
             entries,
             texts,
@@ -523,12 +239,12 @@ impl SelectPairGroups {
             .map(|e| (!e.reward.is_nan()).then_some(e.reward))
             .collect();
         let mut state = vec![
-            list_of(&offsets, Arc::new(idx), DataType::Int64)?,
-            list_of(&offsets, Arc::new(rew), DataType::Float64)?,
+            list_array(&offsets, Arc::new(idx), DataType::Int64)?,
+            list_array(&offsets, Arc::new(rew), DataType::Float64)?,
         ];
         if let Some(texts) = &texts {
             let text: StringArray = entries.iter().map(|e| texts.get(e.slot as usize)).collect();
-            state.push(list_of(&offsets, Arc::new(text), DataType::Utf8)?);
+            state.push(list_array(&offsets, Arc::new(text), DataType::Utf8)?);
         }
         if self.form.scalable {
             state.push(Arc::new(
@@ -553,7 +269,7 @@ impl SelectPairGroups {
             }
             _ => None,
         };
-        let prompt_id_col = self.form.rest();
+        let prompt_id_col = self.form.first_rule_argument();
         for (row, &g) in group_indices.iter().enumerate() {
             if indices.is_null(row) {
                 continue;
@@ -569,7 +285,7 @@ impl SelectPairGroups {
                 self.push(g, idx.is_valid(k).then(|| idx.value(k)), reward, text)?;
             }
             if self.form.scalable {
-                self.note_prompt_id(g, args::string_at(&values[prompt_id_col], row));
+                self.note_prompt_id(g, arguments::string_at(&values[prompt_id_col], row));
             }
         }
         Ok(())
@@ -577,7 +293,7 @@ impl SelectPairGroups {
 }
 
 /// Builds a list array from per-row lists given as offsets into flat values.
-fn list_of(offsets: &[usize], values: ArrayRef, item: DataType) -> Result<ArrayRef> {
+fn list_array(offsets: &[usize], values: ArrayRef, item: DataType) -> Result<ArrayRef> {
     let offsets = OffsetBuffer::from_lengths(offsets.windows(2).map(|w| w[1] - w[0]));
     Ok(Arc::new(ListArray::try_new(
         Arc::new(Field::new_list_field(item, true)),
@@ -598,7 +314,7 @@ impl GroupsAccumulator for SelectPairGroups {
         self.grow(total_num_groups);
         let index = values[0].as_primitive::<Int64Type>();
         let reward = values[1].as_primitive::<Float64Type>();
-        let prompt_id_col = self.form.rest();
+        let prompt_id_col = self.form.first_rule_argument();
         self.group.reserve(group_indices.len());
         self.index.reserve(group_indices.len());
         self.reward.reserve(group_indices.len());
@@ -613,7 +329,7 @@ impl GroupsAccumulator for SelectPairGroups {
             let r = reward.is_valid(row).then(|| reward.value(row));
             self.push(g, i, r, text_array.map(|a| (a, row)))?;
             if self.form.scalable {
-                self.note_prompt_id(g, args::string_at(&values[prompt_id_col], row));
+                self.note_prompt_id(g, arguments::string_at(&values[prompt_id_col], row));
             }
         }
         Ok(())
@@ -661,15 +377,17 @@ impl GroupsAccumulator for SelectPairGroups {
         let taken = |i: usize, t: DataType| -> Result<ArrayRef> {
             let column = datafusion::arrow::compute::take(&values[i], &take, None)?;
             let column = datafusion::arrow::compute::cast(&column, &t)?;
-            list_of(&offsets, column, t)
+            list_array(&offsets, column, t)
         };
         let mut state = vec![taken(0, DataType::Int64)?, taken(1, DataType::Float64)?];
         if self.form.with_text {
             state.push(taken(2, DataType::Utf8)?);
         }
         if self.form.scalable {
-            let column = &values[self.form.rest()];
-            let ids: StringArray = (0..rows).map(|row| args::string_at(column, row)).collect();
+            let column = &values[self.form.first_rule_argument()];
+            let ids: StringArray = (0..rows)
+                .map(|row| arguments::string_at(column, row))
+                .collect();
             state.push(Arc::new(ids));
         }
         Ok(state)
@@ -679,7 +397,7 @@ impl GroupsAccumulator for SelectPairGroups {
         self.group.capacity() * 4
             + self.index.capacity() * 8
             + self.reward.capacity() * 8
-            + self.texts.as_ref().map_or(0, Texts::size)
+            + self.texts.as_ref().map_or(0, ResponseTexts::size)
             + self
                 .prompt_ids
                 .iter()
@@ -690,8 +408,8 @@ impl GroupsAccumulator for SelectPairGroups {
 
 /// The row accumulator (no GROUP BY, or window use): a groups accumulator with one group.
 #[derive(Debug)]
-struct SelectPairAccumulator {
-    groups: SelectPairGroups,
+pub(super) struct SelectPairAccumulator {
+    pub(super) groups: SelectPairGroups,
 }
 
 impl Accumulator for SelectPairAccumulator {

@@ -9,6 +9,23 @@ use datafusion::physical_expr::expressions::Literal;
 
 use crate::selection::Position;
 
+/// How the function reference describes a position argument (`k_chosen`, `k_rejected`).
+pub const POSITION_ARGUMENT_DOC: &str = "Constant position `k` of the response in its prompt's \
+    reward distribution, `μ + k·σ`: a number, or `'+inf'` / `'max'` for the maximum and \
+    `'-inf'` / `'min'` for the minimum.";
+
+/// How the function reference describes `ddof`.
+pub const DDOF_ARGUMENT_DOC: &str = "Optional integer constant, the delta degrees of freedom \
+    of σ: 0 (population, the default) or 1 (sample).";
+
+/// How the function reference describes `run_seed`.
+pub const RUN_SEED_ARGUMENT_DOC: &str = "Optional non-negative integer constant mixed into \
+    every prompt's seed (default 0): the same seed gives the same pairs.";
+
+/// How the function reference describes the `prompt_id` of the scalable rule.
+pub const PROMPT_ID_ARGUMENT_DOC: &str = "String prompt id, never null: the subset is seeded \
+    by the first 8 bytes of SHA-256(`'{run_seed}:{prompt_id}'`).";
+
 /// Coerces a response-index argument: any integer (or null) becomes Int64.
 pub fn coerce_index(func: &str, t: &DataType) -> Result<DataType> {
     if t.is_integer() || t.is_null() {
@@ -62,7 +79,7 @@ pub fn coerce_string(func: &str, what: &str, t: &DataType) -> Result<DataType> {
 }
 
 /// The value of a constant argument of an aggregate (a literal after constant folding).
-pub fn literal_arg(func: &str, what: &str, expr: &dyn PhysicalExpr) -> Result<ScalarValue> {
+pub fn aggregate_constant(func: &str, what: &str, expr: &dyn PhysicalExpr) -> Result<ScalarValue> {
     match expr.downcast_ref::<Literal>() {
         Some(lit) if !lit.value().is_null() => Ok(lit.value().clone()),
         Some(_) => exec_err!("{func}: {what} must not be null"),
@@ -71,7 +88,7 @@ pub fn literal_arg(func: &str, what: &str, expr: &dyn PhysicalExpr) -> Result<Sc
 }
 
 /// The value of a constant argument of a scalar function.
-pub fn scalar_arg(func: &str, what: &str, value: &ColumnarValue) -> Result<ScalarValue> {
+pub fn scalar_constant(func: &str, what: &str, value: &ColumnarValue) -> Result<ScalarValue> {
     match value {
         ColumnarValue::Scalar(s) if !s.is_null() => Ok(s.clone()),
         ColumnarValue::Scalar(_) => exec_err!("{func}: {what} must not be null"),
@@ -80,7 +97,7 @@ pub fn scalar_arg(func: &str, what: &str, value: &ColumnarValue) -> Result<Scala
 }
 
 /// Parses a position multiplier from a constant.
-pub fn position(func: &str, what: &str, value: &ScalarValue) -> Result<Position> {
+pub fn parse_position(func: &str, what: &str, value: &ScalarValue) -> Result<Position> {
     let parsed = match value {
         ScalarValue::Float64(Some(k)) => Position::from_k(*k),
         ScalarValue::Int64(Some(k)) => Position::from_k(*k as f64),
@@ -93,7 +110,7 @@ pub fn position(func: &str, what: &str, value: &ScalarValue) -> Result<Position>
 }
 
 /// Parses a non-negative integer constant.
-pub fn non_negative(func: &str, what: &str, value: &ScalarValue) -> Result<u64> {
+pub fn parse_non_negative(func: &str, what: &str, value: &ScalarValue) -> Result<u64> {
     match value {
         ScalarValue::Int64(Some(v)) if *v >= 0 => Ok(*v as u64),
         other => exec_err!("{func}: {what} must be a non-negative integer, got {other}"),
@@ -101,8 +118,8 @@ pub fn non_negative(func: &str, what: &str, value: &ScalarValue) -> Result<u64> 
 }
 
 /// Parses `ddof`, which must be 0 (population) or 1 (sample).
-pub fn ddof(func: &str, value: &ScalarValue) -> Result<u32> {
-    match non_negative(func, "ddof", value)? {
+pub fn parse_ddof(func: &str, value: &ScalarValue) -> Result<u32> {
+    match parse_non_negative(func, "ddof", value)? {
         d @ (0 | 1) => Ok(d as u32),
         other => exec_err!("{func}: ddof must be 0 or 1, got {other}"),
     }

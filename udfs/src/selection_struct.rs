@@ -1,4 +1,4 @@
-//! The struct every `select_pair*` function returns, and a builder for it.
+//! The struct every `select_pair*` function returns, its description, and a builder for it.
 
 use std::sync::Arc;
 
@@ -9,9 +9,17 @@ use datafusion::arrow::datatypes::{DataType, Field, Fields};
 
 use crate::selection::Selection;
 
+/// How the function reference describes the selection struct.
+pub const SELECTION_STRUCT_DOC: &str = "Returns a struct `{chosen_index, rejected_index, \
+    score_chosen, score_rejected, reward_mean, reward_std, n_valid, n_responses, skip_reason}`: \
+    the pair's response indices and rewards, μ and σ of the valid (finite) rewards, their count \
+    and the count of all responses. When the prompt yields no pair, the indices and scores are \
+    null and `skip_reason` says why: `too-few-valid` (fewer than two finite rewards), \
+    `zero-std` (all equal) or `no-margin` (the rejected reward is not below the chosen one).";
+
 /// The fields of the selection struct: indices and scores are null when the prompt is skipped,
 /// `skip_reason` is null when it is not. The `*_with_text` forms add `chosen` and `rejected`.
-pub fn pair_fields(with_text: bool) -> Fields {
+pub fn selection_fields(with_text: bool) -> Fields {
     let mut fields = vec![
         Field::new("chosen_index", DataType::Int64, true),
         Field::new("rejected_index", DataType::Int64, true),
@@ -31,13 +39,13 @@ pub fn pair_fields(with_text: bool) -> Fields {
 }
 
 /// The selection struct's data type.
-pub fn pair_type(with_text: bool) -> DataType {
-    DataType::Struct(pair_fields(with_text))
+pub fn selection_type(with_text: bool) -> DataType {
+    DataType::Struct(selection_fields(with_text))
 }
 
 /// Collects [`Selection`]s into a struct array.
 #[derive(Debug, Default)]
-pub struct PairStructBuilder {
+pub struct SelectionStructBuilder {
     chosen_index: Int64Builder,
     rejected_index: Int64Builder,
     score_chosen: Float64Builder,
@@ -51,7 +59,7 @@ pub struct PairStructBuilder {
     texts: Option<(StringBuilder, StringBuilder)>,
 }
 
-impl PairStructBuilder {
+impl SelectionStructBuilder {
     /// A builder with room for `capacity` rows, with or without the text fields.
     pub fn new(capacity: usize, with_text: bool) -> Self {
         let mut builder = Self::with_capacity(capacity);
@@ -137,6 +145,6 @@ impl PairStructBuilder {
             columns.push(Arc::new(c.finish()));
             columns.push(Arc::new(r.finish()));
         }
-        Arc::new(StructArray::new(pair_fields(with_text), columns, None))
+        Arc::new(StructArray::new(selection_fields(with_text), columns, None))
     }
 }
