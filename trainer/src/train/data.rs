@@ -20,15 +20,15 @@
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use prefsmith_model::LanguageModel;
 use prefsmith_pipeline::formats::{PairInput, sorted_by_prompt_id};
 use prefsmith_pipeline::reader::string_at;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::lm::LanguageModel;
-use crate::stages::score::pair_side;
-use crate::train::config::{DataSection, MixDpo, Truncation};
+use crate::stages::pairs::{Cut, pair_side, truncate};
+use crate::train::config::{DataSection, MixDpo};
 
 /// One training pair, tokenized.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,60 +125,6 @@ fn name_rows(rows: &[(usize, String)]) -> String {
     } else {
         shown.join(", ")
     }
-}
-
-/// Cuts `prompt` to `max_prompt` tokens from the chosen end.
-fn truncate_prompt(prompt: &mut Vec<u32>, max_prompt: Option<usize>, mode: Truncation) -> bool {
-    let Some(limit) = max_prompt else {
-        return false;
-    };
-    if prompt.len() <= limit {
-        return false;
-    }
-    match mode {
-        Truncation::KeepStart => prompt.truncate(limit),
-        Truncation::KeepEnd => {
-            prompt.drain(..prompt.len() - limit);
-        }
-    }
-    true
-}
-
-/// What [`truncate`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cut {
-    /// Everything fits.
-    None,
-    /// The prompt or a response was shortened.
-    Truncated,
-    /// The prompt alone fills `max_length`: the row cannot be used.
-    PromptTooLong,
-}
-
-/// The one truncation rule, shared by the trainer and by `prefsmith score --max-length` (so
-/// that reference log-probs precomputed by `score` match the sequences the trainer sees):
-/// the prompt is cut to `max_prompt` tokens keeping the end `mode` names; if it then fills
-/// `max_length` the row is unusable; otherwise each response is cut to what is left, keeping
-/// its start.
-pub fn truncate(
-    prompt: &mut Vec<u32>,
-    responses: &mut [&mut Vec<u32>],
-    max_length: usize,
-    max_prompt: Option<usize>,
-    mode: Truncation,
-) -> Cut {
-    let mut cut = truncate_prompt(prompt, max_prompt, mode);
-    if prompt.len() >= max_length {
-        return Cut::PromptTooLong;
-    }
-    let room = max_length - prompt.len();
-    for response in responses.iter_mut() {
-        if response.len() > room {
-            response.truncate(room);
-            cut = true;
-        }
-    }
-    if cut { Cut::Truncated } else { Cut::None }
 }
 
 /// Reads, tokenizes and splits the pair table. `needs_rating`: a rating-aware loss is used.
@@ -529,19 +475,6 @@ fn data_hash<'a>(pairs: impl Iterator<Item = &'a TrainPair>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prompts_keep_the_configured_end() {
-        let mut p = vec![1, 2, 3, 4, 5];
-        assert!(truncate_prompt(&mut p, Some(3), Truncation::KeepEnd));
-        assert_eq!(p, vec![3, 4, 5]);
-        let mut p = vec![1, 2, 3, 4, 5];
-        assert!(truncate_prompt(&mut p, Some(3), Truncation::KeepStart));
-        assert_eq!(p, vec![1, 2, 3]);
-        let mut p = vec![1, 2];
-        assert!(!truncate_prompt(&mut p, Some(3), Truncation::KeepEnd));
-        assert!(!truncate_prompt(&mut p, None, Truncation::KeepEnd));
-    }
 
     #[test]
     fn the_split_is_seeded_and_keeps_order() {
