@@ -22,6 +22,7 @@ pub mod data;
 mod evaluation;
 mod metrics;
 pub mod optim;
+mod pair_columns;
 mod phases;
 mod reference;
 mod step;
