@@ -1,6 +1,6 @@
 //! `prefsmith sample`.
 
-use prefsmith_trainer::sampling::SamplingConfig;
+use prefsmith_model::sampling::SamplingConfig;
 use prefsmith_trainer::stages::sample::{self, SampleConfig};
 
 use super::model_args::ModelArgs;

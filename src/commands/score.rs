@@ -1,8 +1,8 @@
 //! `prefsmith score`.
 
 use prefsmith_pipeline::formats::InputFormat;
+use prefsmith_trainer::stages::pairs::Truncation;
 use prefsmith_trainer::stages::score::{self, Role, ScoreConfig};
-use prefsmith_trainer::train::config::Truncation;
 
 use super::model_args::ModelArgs;
 

@@ -13,6 +13,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use futures::future::BoxFuture;
+use prefsmith_model::DeviceSpec;
+use prefsmith_model::lm::{LanguageModel, TINY_PREFIX, hash_model_files};
+use prefsmith_model::pretrained::models_dir;
+use prefsmith_model::settings::ModelSettings;
 use prefsmith_pipeline::config::ModelStageConfig;
 use prefsmith_pipeline::input::{self, FileInfo};
 use prefsmith_pipeline::job::ModelStages;
@@ -24,8 +28,7 @@ use serde::de::DeserializeOwned;
 use tracing::info;
 
 use crate::error::{Error, Result};
-use crate::lm::{LanguageModel, hash_model_files};
-use crate::stages::{ModelSettings, models_dir, reward, sample, score};
+use crate::stages::{reward, sample, score, stable_hash64};
 use crate::train::config::TrainConfig;
 use crate::train::{self, TrainOptions};
 
@@ -84,7 +87,7 @@ async fn local_model(spec: &str) -> Result<String> {
     for (location, meta) in &objects {
         identity.push_str(&format!("|{location}:{}:{:?}", meta.size, meta.e_tag));
     }
-    let digest = crate::stages::stream_of(&identity);
+    let digest = stable_hash64(&identity);
     let dir = models_dir().join("remote").join(format!("{digest:016x}"));
     if !dir.join(".complete").is_file() {
         std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
@@ -106,13 +109,11 @@ async fn local_model(spec: &str) -> Result<String> {
 /// The content hash the stage will record for its model.
 fn model_hash(model: &ModelSettings) -> Result<String> {
     let spec = model.resolved_model()?;
-    if spec.starts_with(crate::lm::TINY_PREFIX) {
-        let cpu = crate::device::DeviceSpec::Cpu
-            .device()
-            .map_err(Error::Config)?;
+    if spec.starts_with(TINY_PREFIX) {
+        let cpu = DeviceSpec::Cpu.device().map_err(Error::Config)?;
         return Ok(LanguageModel::load(&spec, &cpu)?.hash);
     }
-    hash_model_files(Path::new(&spec))
+    Ok(hash_model_files(Path::new(&spec))?)
 }
 
 fn same_inputs(recorded: &[InputInfo], current: &[FileInfo]) -> bool {
@@ -182,7 +183,7 @@ async fn run_stage(
 /// Where a remote train output is trained before upload: `PREFSMITH_STAGING` or a cache
 /// folder beside the models, one directory per output URL (so that a rerun resumes there).
 fn staging_dir(output: &str) -> PathBuf {
-    let digest = crate::stages::stream_of(output);
+    let digest = stable_hash64(output);
     let root = std::env::var_os("PREFSMITH_STAGING")
         .map(PathBuf::from)
         .unwrap_or_else(|| models_dir().with_file_name("train-staging"));

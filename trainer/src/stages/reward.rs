@@ -8,6 +8,10 @@ use std::time::Instant;
 
 use datafusion::arrow::array::{ArrayRef, Float64Array, Float64Builder, ListBuilder, RecordBatch};
 use datafusion::arrow::datatypes::{Field, Schema};
+use prefsmith_model::reward::{JUDGE_PROMPT_VERSION, classify, judge, judge_sequences};
+use prefsmith_model::scoring::Precision;
+use prefsmith_model::settings::ModelSettings;
+use prefsmith_model::tokenizer::ChatMessage;
 use prefsmith_pipeline::manifest::Manifest;
 use prefsmith_pipeline::reader::string_at;
 use prefsmith_pipeline::stages::{Progress, now_unix, stage_hash};
@@ -16,10 +20,7 @@ use serde_json::json;
 use tracing::info;
 
 use crate::error::{Error, Result};
-use crate::reward::{JUDGE_PROMPT_VERSION, classify, judge, judge_sequences};
-use crate::scoring::Precision;
-use crate::stages::{ModelSettings, StageOutput, Table, prompt_messages, string_list};
-use crate::tokenizer::ChatMessage;
+use crate::stages::{StageOutput, Table, prompt_messages, string_list};
 
 /// How the reward is computed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

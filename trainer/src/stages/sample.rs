@@ -12,7 +12,9 @@ use datafusion::arrow::array::{
     ArrayRef, ListBuilder, RecordBatch, StringArray, StringBuilder, UInt32Builder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use prefsmith_pipeline::formats::message_list_array;
+use prefsmith_model::sampling::{FinishReason, SamplingConfig, generate};
+use prefsmith_model::settings::ModelSettings;
+use prefsmith_pipeline::formats::{Message, message_list_array};
 use prefsmith_pipeline::input::FileInfo;
 use prefsmith_pipeline::manifest::Manifest;
 use prefsmith_pipeline::reader::string_at;
@@ -23,9 +25,7 @@ use serde_json::json;
 use tracing::info;
 
 use crate::error::{Error, Result};
-use crate::sampling::{SamplingConfig, generate};
-use crate::stages::{ModelSettings, StageOutput, Table, prompt_messages, stream_of};
-use crate::tokenizer::ChatMessage;
+use crate::stages::{StageOutput, Table, prompt_messages, stable_hash64};
 
 /// Settings of the `sample` stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,7 +96,7 @@ async fn read_jsonl(spec: &str, limit: Option<usize>) -> Result<(RecordBatch, St
     let digest = prompt_id_of(&text);
     let mut ids = Vec::new();
     let mut texts: Vec<Option<String>> = Vec::new();
-    let mut lists: Vec<Option<Vec<ChatMessage>>> = Vec::new();
+    let mut lists: Vec<Option<Vec<Message>>> = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -118,7 +118,7 @@ async fn read_jsonl(spec: &str, limit: Option<usize>) -> Result<(RecordBatch, St
                 let messages = items
                     .iter()
                     .map(|m| match (m["role"].as_str(), m["content"].as_str()) {
-                        (Some(r), Some(c)) => Ok(ChatMessage::new(r, c)),
+                        (Some(r), Some(c)) => Ok(Message::new(r, c)),
                         _ => Err(bad(
                             "a prompt message needs string 'role' and 'content'".into()
                         )),
@@ -174,14 +174,19 @@ pub async fn run(config: &SampleConfig, input: &str, output: &str) -> Result<Man
         let prompt_id = string_at(&ids, row).unwrap_or_default().to_string();
         let messages = prompt_messages(&prompt_column, "prompt", row)?;
         let prompt_ids = lm.prompt_ids(&messages)?;
-        let samples = generate(&lm, &prompt_ids, &config.sampling, stream_of(&prompt_id))
-            .map_err(|e| Error::Input(format!("{input}: prompt {prompt_id} (row {row}): {e}")))?;
+        let samples = generate(
+            &lm,
+            &prompt_ids,
+            &config.sampling,
+            stable_hash64(&prompt_id),
+        )
+        .map_err(|e| Error::Input(format!("{input}: prompt {prompt_id} (row {row}): {e}")))?;
         for s in &samples {
             responses.values().append_value(&s.text);
             token_counts.values().append_value(s.ids.len() as u32);
             finishes.values().append_value(s.finish.as_str());
             generated_tokens += s.ids.len();
-            stopped += usize::from(s.finish == crate::sampling::FinishReason::Stop);
+            stopped += usize::from(s.finish == FinishReason::Stop);
         }
         responses.append(true);
         token_counts.append(true);

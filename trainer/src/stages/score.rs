@@ -10,34 +10,29 @@
 //! scored, so rerunning on the same data with the same model, into any output, reads the
 //! cache instead of running the model.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::{
     ArrayRef, Float64Array, Float64Builder, ListBuilder, RecordBatch, UInt32Array, UInt32Builder,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use prefsmith_pipeline::formats::{
-    InputFormat, PairInput, last_assistant, messages_at, sorted_by_prompt_id,
-};
+use datafusion::arrow::datatypes::{Field, Schema};
+use prefsmith_model::scoring::{Precision, ScoreOptions, check_items, score_sequences};
+use prefsmith_model::sequence::ScoreItem;
+use prefsmith_model::settings::ModelSettings;
+use prefsmith_model::tokenizer::ChatMessage;
+use prefsmith_pipeline::formats::{InputFormat, PairInput, sorted_by_prompt_id};
 use prefsmith_pipeline::manifest::Manifest;
 use prefsmith_pipeline::reader::string_at;
 use prefsmith_pipeline::stages::{Progress, now_unix, stage_hash};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tracing::info;
 
 use crate::error::{Error, Result};
-use crate::lm::LanguageModel;
-use crate::scoring::{
-    Precision, ScoreItem, ScoreOptions, SequenceScore, check_items, score_sequences,
-};
-use crate::stages::{ModelSettings, StageOutput, Table, models_dir, prompt_messages, string_list};
-use crate::tokenizer::ChatMessage;
-use crate::train::config::Truncation;
-use crate::train::data::{Cut, truncate};
+use crate::stages::pairs::{Cut, Truncation, pair_side, truncate};
+use crate::stages::score_cache::{cache_file, read_cache, write_cache};
+use crate::stages::{StageOutput, Table, prompt_messages, string_list};
 
 /// Whose log-probs these are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,113 +104,11 @@ fn yes() -> bool {
     true
 }
 
-/// The directory of cached scores: beside the models directory.
-pub fn cache_dir() -> PathBuf {
-    models_dir().with_file_name("scores")
-}
-
 /// What the input is.
 enum Shape {
     Pairs,
     Wide,
     Long,
-}
-
-/// The prompt and the response of a pair side. `side` is a string or a message list holding
-/// the conversation (Hugging Face `ultrafeedback_binarized`) or only the reply (TRL).
-pub(crate) fn pair_side(
-    batch: &RecordBatch,
-    side: &str,
-    row: usize,
-) -> Result<(Vec<ChatMessage>, String)> {
-    let column = batch
-        .column_by_name(side)
-        .ok_or_else(|| Error::Input(format!("the pair table has no '{side}' column")))?;
-    let prompt = batch
-        .column_by_name("prompt")
-        .ok_or_else(|| Error::Input("the pair table has no 'prompt' column".into()))?;
-    let null = || Error::Input(format!("column '{side}', row {row}: null"));
-    if matches!(
-        column.data_type(),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-    ) {
-        let response = string_at(column, row).ok_or_else(null)?.to_string();
-        return Ok((prompt_messages(prompt, "prompt", row)?, response));
-    }
-    let messages = messages_at(column, side, row)?.ok_or_else(null)?;
-    let response = last_assistant(&messages)
-        .ok_or_else(|| Error::Input(format!("column '{side}', row {row}: no assistant message")))?
-        .to_string();
-    let last = messages
-        .iter()
-        .rposition(|m| m.role == "assistant")
-        .unwrap_or(0);
-    let request = if last > 0 {
-        messages[..last].to_vec()
-    } else {
-        prompt_messages(prompt, "prompt", row)?
-    };
-    Ok((request, response))
-}
-
-/// The cache file for scoring `items` with `lm` at `precision`.
-pub(crate) fn cache_file(lm: &LanguageModel, items: &[ScoreItem], precision: Precision) -> PathBuf {
-    let mut hasher = Sha256::new();
-    hasher.update(lm.hash.as_bytes());
-    // f32 keys stay as they were before int8 existed, so earlier caches remain valid.
-    if precision != Precision::F32 {
-        hasher.update(format!("precision={precision:?}").as_bytes());
-    }
-    for item in items {
-        hasher.update((item.prompt.len() as u64).to_le_bytes());
-        hasher.update((item.response.len() as u64).to_le_bytes());
-        for t in item.prompt.iter().chain(&item.response) {
-            hasher.update(t.to_le_bytes());
-        }
-    }
-    let key: String = hasher.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    cache_dir().join(format!("{key}.json"))
-}
-
-pub(crate) fn read_cache(path: &Path, n: usize) -> Option<Vec<SequenceScore>> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-    // The values are read from their bit patterns: JSON's decimal form would not always parse
-    // back to the same f64, and a cache hit must give exactly what a fresh run gives.
-    let bits = value["logp_bits"].as_array()?;
-    let tokens = value["tokens"].as_array()?;
-    if bits.len() != n || tokens.len() != n {
-        return None;
-    }
-    bits.iter()
-        .zip(tokens)
-        .map(|(b, t)| {
-            Some(SequenceScore {
-                logp: f64::from_bits(b.as_u64()?),
-                tokens: t.as_u64()? as usize,
-            })
-        })
-        .collect()
-}
-
-pub(crate) fn write_cache(path: &Path, scores: &[SequenceScore]) -> Result<()> {
-    let dir = path.parent().expect("cache files live in a directory");
-    std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-    let body = json!({
-        "logps": scores.iter().map(|s| s.logp).collect::<Vec<_>>(),
-        "logp_bits": scores.iter().map(|s| s.logp.to_bits()).collect::<Vec<_>>(),
-        "tokens": scores.iter().map(|s| s.tokens).collect::<Vec<_>>(),
-    });
-    // Written under a name of its own and renamed, so neither a crash nor a concurrent writer
-    // of the same entry leaves a partial one.
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let unique = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = path.with_extension(format!("json.{}-{unique}.tmp", std::process::id()));
-    std::fs::write(&tmp, body.to_string()).map_err(Error::io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(Error::io(path))
 }
 
 /// Runs the stage.

@@ -10,29 +10,9 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
+use crate::llama::{AttentionMask, Llama, Positions};
 use crate::lm::LanguageModel;
-use crate::model::{AttentionMask, Llama, Positions};
-
-/// One sequence to score.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScoreItem {
-    /// Prompt token ids (template applied).
-    pub prompt: Vec<u32>,
-    /// Response token ids (with the end-of-turn marker).
-    pub response: Vec<u32>,
-}
-
-impl ScoreItem {
-    /// Prompt plus response length.
-    pub fn len(&self) -> usize {
-        self.prompt.len() + self.response.len()
-    }
-
-    /// True when there is nothing to score.
-    pub fn is_empty(&self) -> bool {
-        self.response.is_empty()
-    }
-}
+use crate::sequence::ScoreItem;
 
 /// The summed log-prob of one response and how many tokens it has.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -229,8 +229,24 @@ pub enum ChatTemplate {
     Raw,
 }
 
-/// One chat message (the pipeline's message type, so tables and templates share it).
-pub use prefsmith_pipeline::formats::Message as ChatMessage;
+/// One chat message, as a chat template renders it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// `system`, `user`, `assistant`, …
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message with `role` and `content`.
+    pub fn new(role: &str, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
 
 impl ChatTemplate {
     /// Recognises a Jinja chat template by its markers (ChatML or Llama 3); `None` gives

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use tracing::info;
 
 use crate::error::{Error, Result};
-use crate::model::{Llama, LlamaConfig};
+use crate::llama::{Llama, LlamaConfig};
 use crate::tokenizer::{ChatMessage, ChatTemplate, TextTokenizer};
 use crate::weights::{self, ModelFormat};
 

@@ -20,6 +20,9 @@
 //! This module and [`super::simd`] are the only ones in the workspace allowed `unsafe`: SIMD
 //! loads and stores, and calls into functions compiled for AVX-512 after the CPU has been
 //! checked for it at run time.
+//!
+//! One file of over 600 lines on purpose: the portable product and its AVX-512 kernels sit
+//! side by side because they must accumulate in the same order to stay bit-identical.
 #![allow(unsafe_code)]
 
 use rayon::prelude::*;

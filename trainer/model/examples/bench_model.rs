@@ -12,10 +12,11 @@
 
 use std::time::Instant;
 
-use prefsmith_trainer::sampling::{SamplingConfig, generate};
-use prefsmith_trainer::scoring::{Precision, ScoreItem, ScoreOptions, score_sequences};
-use prefsmith_trainer::tokenizer::ChatMessage;
-use prefsmith_trainer::{DeviceSpec, LanguageModel};
+use prefsmith_model::sampling::{SamplingConfig, generate};
+use prefsmith_model::scoring::{Precision, ScoreOptions, score_sequences};
+use prefsmith_model::sequence::ScoreItem;
+use prefsmith_model::tokenizer::ChatMessage;
+use prefsmith_model::{DeviceSpec, LanguageModel};
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);

@@ -10,8 +10,8 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::int8::{Int8Cache, Int8Llama};
+use crate::llama::{AttentionMask, KvCache, Positions};
 use crate::lm::LanguageModel;
-use crate::model::{AttentionMask, KvCache, Positions};
 use crate::rng::Rng;
 use crate::scoring::Precision;
 

@@ -1,5 +1,5 @@
 //! Int8 CPU inference for scoring, sampling and judging: the same llama forward pass as
-//! [`crate::model::Llama`], with every linear layer (and the language-model head) computed as
+//! [`crate::llama::Llama`], with every linear layer (and the language-model head) computed as
 //! an 8-bit integer product — weights quantized once per output row and block of 32 inputs
 //! (exactly, for Q4_1 GGUF weights), activations per token and block — the way llama.cpp runs
 //! quantized models on CPUs ([`kernel`]). Norms, rotary embeddings, attention and the
@@ -22,8 +22,8 @@ pub mod simd;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::model::{Llama, LlamaConfig};
-use crate::scoring::ScoreItem;
+use crate::llama::{Llama, LlamaConfig};
+use crate::sequence::ScoreItem;
 use kernel::PackedWeights;
 
 /// How the rows of one forward pass relate.
@@ -235,7 +235,7 @@ impl Int8Llama {
                 h,
             )
         };
-        let (rope_cos, rope_sin) = crate::model::rotary_tables(&config);
+        let (rope_cos, rope_sin) = crate::llama::rotary_tables(&config);
         Ok(Self {
             config,
             embed,
@@ -594,10 +594,15 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lm::LanguageModel;
+    use crate::tokenizer::TextTokenizer;
 
-    fn tiny() -> LanguageModel {
-        LanguageModel::tiny(11, &burn::tensor::Device::flex()).unwrap()
+    /// The int8 engine of a tiny random model (the byte-level vocabulary of `tiny:11`).
+    fn tiny() -> Int8Llama {
+        let vocab = TextTokenizer::byte_level().unwrap().vocab_size();
+        let model = LlamaConfig::tiny(vocab)
+            .init_random(11, &burn::tensor::Device::flex())
+            .unwrap();
+        Int8Llama::from_model(&model).unwrap()
     }
 
     /// Logits at every position of `ids` from one pass over the whole sequence.
@@ -621,8 +626,7 @@ mod tests {
 
     #[test]
     fn decoding_with_the_cache_equals_a_full_pass_bit_for_bit() {
-        let lm = tiny();
-        let model = lm.int8().unwrap();
+        let model = &tiny();
         // 40 tokens: the cache spans several 16-position vectors.
         let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % 250).collect();
         let full = full_logits(model, &ids);
@@ -638,8 +642,7 @@ mod tests {
 
     #[test]
     fn cache_rows_decode_independently() {
-        let lm = tiny();
-        let model = lm.int8().unwrap();
+        let model = &tiny();
         let prompt: Vec<u32> = vec![3, 90, 17, 4, 200];
         let mut cache = model.new_cache(16);
         model.prefill(&prompt, &mut cache).unwrap();
