@@ -10,9 +10,10 @@ use datafusion::parquet::file::metadata::ParquetMetaData;
 use datafusion::parquet::file::statistics::Statistics;
 use futures::StreamExt;
 
-use crate::config::ColumnMap;
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
-use crate::manifest::{MANIFEST_FILE, Manifest};
+use crate::manifest::{InputInfo, MANIFEST_FILE, Manifest};
 use crate::storage::{Location, ParquetSource};
 
 /// The Parquet files an input path or URL names, in the order that defines row order.
@@ -164,6 +165,51 @@ async fn resolve_with(spec: &str, allow_incomplete: bool) -> Result<InputFiles> 
         return Err(Error::IncompleteStageOutput { path: spec.into() });
     }
     plain_files(spec, files)
+}
+
+/// Column names of the input, when they differ from the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ColumnMap {
+    /// Prompt id (both layouts; optional: derived as sha256 hex of the prompt). Default `prompt_id`.
+    pub prompt_id: String,
+    /// Prompt text. Default `prompt`.
+    pub prompt: String,
+    /// Long layout: response text. Default `response`.
+    pub response: String,
+    /// Long layout: reward. Default `reward`.
+    pub reward: String,
+    /// Long layout: 0-based response index (optional: row order otherwise). Default `response_index`.
+    pub response_index: String,
+    /// Wide layout: list of responses. Default `all_generated_responses`.
+    pub responses: String,
+    /// Wide layout: list of scores. Default `all_rm_scores`.
+    pub scores: String,
+}
+
+impl Default for ColumnMap {
+    fn default() -> Self {
+        Self {
+            prompt_id: "prompt_id".into(),
+            prompt: "prompt".into(),
+            response: "response".into(),
+            reward: "reward".into(),
+            response_index: "response_index".into(),
+            responses: "all_generated_responses".into(),
+            scores: "all_rm_scores".into(),
+        }
+    }
+}
+
+impl From<&FileInfo> for InputInfo {
+    fn from(info: &FileInfo) -> Self {
+        Self {
+            path: info.location.to_string(),
+            bytes: info.bytes,
+            rows: info.rows,
+            etag: info.etag.clone(),
+        }
+    }
 }
 
 /// What a file's footer says.

@@ -5,7 +5,7 @@ use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 use serde::Serialize;
 
-use crate::config::ColumnMap;
+use crate::input::ColumnMap;
 use crate::error::Result;
 use crate::input::{self, Layout};
 use crate::manifest::Manifest;

@@ -57,17 +57,6 @@ pub struct InputInfo {
     pub etag: Option<String>,
 }
 
-impl From<&crate::input::FileInfo> for InputInfo {
-    fn from(info: &crate::input::FileInfo) -> Self {
-        Self {
-            path: info.location.to_string(),
-            bytes: info.bytes,
-            rows: info.rows,
-            etag: info.etag.clone(),
-        }
-    }
-}
-
 /// `_manifest.json`: what a stage read, with which settings, and what it wrote.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -464,10 +453,10 @@ impl StageWriter {
             }
         }
         manifest.rows = self.parts.iter().map(|p| p.rows).sum();
-        manifest.timing.peak_rss_bytes = crate::stages::peak_rss_bytes();
+        manifest.timing.peak_rss_bytes = crate::metrics::peak_rss_bytes();
         if manifest.timing.seconds == 0.0 {
             manifest.timing.seconds =
-                (crate::stages::now_unix() - manifest.timing.started_unix).max(0.0);
+                (crate::metrics::now_unix() - manifest.timing.started_unix).max(0.0);
         }
         manifest.parts = std::mem::take(&mut self.parts);
         let mut text =

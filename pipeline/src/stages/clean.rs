@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::info;
 
-use crate::config::ColumnMap;
+use crate::input::ColumnMap;
 use crate::error::{Error, Result};
 use crate::formats::InputFormat;
 use crate::input::{self, FileInfo, Layout};
@@ -200,6 +200,35 @@ impl Totals {
         self.flagged += other.flagged;
     }
 }
+
+impl crate::stage::Stage for CleanConfig {
+    fn kind(&self) -> &'static str {
+        "clean"
+    }
+
+    fn input(&self) -> Option<&str> {
+        self.input.as_deref()
+    }
+
+    fn output(&self) -> Option<&str> {
+        self.output.as_deref()
+    }
+
+    fn settings<'a>(
+        &'a self,
+        _: &'a crate::stage::StageContext<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<serde_json::Value>> {
+        crate::stage::config_settings(self)
+    }
+
+    fn run<'a>(
+        &'a self,
+        ctx: &'a crate::stage::StageContext<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<Manifest>> {
+        Box::pin(async move { run(self, ctx.input()?, ctx.output).await })
+    }
+}
+
 
 /// Runs `clean` from `input` into `output`.
 pub async fn run(config: &CleanConfig, input: &str, output: &str) -> Result<Manifest> {

@@ -30,7 +30,9 @@ use prefsmith_udfs::selection::SkipReason;
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use crate::config::{ResolvedRule, SelectConfig};
+pub mod config;
+
+pub use config::{KValue, ResolvedRule, SelectConfig, Strategy};
 use crate::error::{Error, Result};
 use crate::input::{self, Layout, ValidatedInput};
 use crate::manifest::{InputInfo, Manifest, StageWriter};
@@ -58,11 +60,34 @@ pub fn pair_table_schema() -> SchemaRef {
     ]))
 }
 
-/// Options of one run that are not part of the stage's configuration.
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    /// Worker threads (0 = one per core).
-    pub threads: usize,
+pub use crate::stage::RunOptions;
+
+impl crate::stage::Stage for SelectConfig {
+    fn kind(&self) -> &'static str {
+        "select"
+    }
+
+    fn input(&self) -> Option<&str> {
+        self.input.as_deref()
+    }
+
+    fn output(&self) -> Option<&str> {
+        self.output.as_deref()
+    }
+
+    fn settings<'a>(
+        &'a self,
+        _: &'a crate::stage::StageContext<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<serde_json::Value>> {
+        crate::stage::config_settings(self)
+    }
+
+    fn run<'a>(
+        &'a self,
+        ctx: &'a crate::stage::StageContext<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<Manifest>> {
+        Box::pin(async move { run(self, ctx.input()?, ctx.output, ctx.options).await })
+    }
 }
 
 /// Runs `select` from `input` into `output`.
