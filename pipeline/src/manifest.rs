@@ -1,4 +1,4 @@
-//! The stage contract (Decision 0): a stage writes `part-00000.parquet`, `part-00001.parquet`,
+//! The stage contract (`docs/ALGORITHMS.md` §0.3): a stage writes `part-00000.parquet`, `part-00001.parquet`,
 //! … and then `_manifest.json`; a directory is complete exactly when its manifest exists and
 //! lists its parts. [`StageWriter`] implements the protocol:
 //!

@@ -7,8 +7,8 @@
 //!
 //! * the device is a runtime value parsed from configuration ([`DeviceSpec`]); no code here
 //!   names a backend type, and GPU backends exist only behind the `cuda`/`wgpu` features;
-//! * rewards and losses are computed from summed sequence log-probabilities (Decision 4 and
-//!   §8 of `docs/ALGORITHMS.md`), see [`losses`] and [`scoring`].
+//! * rewards and losses are computed from summed sequence log-probabilities (`docs/ALGORITHMS.md` §4 and
+//!   §9), see [`losses`] and [`scoring`].
 //!
 //! [`DeviceSpec`]: prefsmith_model::DeviceSpec
 //! [`scoring`]: prefsmith_model::scoring

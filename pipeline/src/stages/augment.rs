@@ -1,4 +1,4 @@
-//! The `augment` stage: reward-augmented DPO data (Zhang et al., Decision 6). Each pair becomes
+//! The `augment` stage: reward-augmented DPO data (Zhang et al., `docs/ALGORITHMS.md` §6). Each pair becomes
 //! two rows: a `positive` copy conditioned on the chosen response's score, and a `negative` copy
 //! conditioned on the rejected response's score with the roles swapped. The conditioning is the
 //! released goal prompt (`prefsmith_udfs::scalar::goal_prompt`). Pairs whose two scores are
@@ -106,7 +106,6 @@ impl crate::stage::Stage for AugmentConfig {
         Box::pin(async move { run(self, ctx.input()?, ctx.output).await })
     }
 }
-
 
 /// Runs `augment` from `input` into `output`.
 pub async fn run(config: &AugmentConfig, input: &str, output: &str) -> Result<Manifest> {

@@ -369,7 +369,6 @@ impl crate::stage::Stage for ExportConfig {
     }
 }
 
-
 /// Runs `export` from `input` into `output`.
 pub async fn run(config: &ExportConfig, input: &str, output: &str) -> Result<Manifest> {
     let output = &crate::storage::Location::parse(output)?;

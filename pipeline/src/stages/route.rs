@@ -1,4 +1,4 @@
-//! The `route` stage, MixDPO's data side (Decision 8): rank pairs by margin, descending and
+//! The `route` stage, MixDPO's data side (`docs/ALGORITHMS.md` §8): rank pairs by margin, descending and
 //! stable (`curriculum_rank`, from 1), and route the large-margin ones to DPO and the small-margin
 //! ones to SFT on the chosen response (`route` = `dpo` | `sft`).
 //!
@@ -142,7 +142,6 @@ impl crate::stage::Stage for RouteConfig {
         Box::pin(async move { run(self, ctx.input()?, ctx.output).await })
     }
 }
-
 
 /// Runs `route` from `input` into `output`.
 pub async fn run(config: &RouteConfig, input: &str, output: &str) -> Result<Manifest> {

@@ -1,5 +1,5 @@
 //! The `select-margin` stage: BeeS / DM-MUL selection by fused margins (Deng et al.,
-//! Decision 3).
+//! `docs/ALGORITHMS.md` §3).
 //!
 //! Per pair, the external margin `m_ex = score_chosen − score_rejected` and the implicit margin
 //! `m_im = (policy_logp_chosen − ref_logp_chosen) − (policy_logp_rejected − ref_logp_rejected)`.
@@ -402,7 +402,7 @@ fn score_rows(
     }
 }
 
-/// Ranks the rows (Decision 3) and keeps the top k.
+/// Ranks the rows (`docs/ALGORITHMS.md` §3) and keeps the top k.
 fn rank(bounds: &[SourceBounds], rows: usize, m1: f64, keep: Keep) -> Ranking {
     let mut logits = vec![f64::NAN; rows];
     let mut ties = vec![f64::NAN; rows];
@@ -483,7 +483,6 @@ impl crate::stage::Stage for SelectMarginConfig {
         Box::pin(async move { run(self, ctx.input()?, ctx.output).await })
     }
 }
-
 
 /// Runs `select-margin` from `input` into `output`.
 pub async fn run(config: &SelectMarginConfig, input: &str, output: &str) -> Result<Manifest> {

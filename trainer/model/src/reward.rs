@@ -1,6 +1,6 @@
 //! External rewards from a model.
 //!
-//! * **LLM-as-judge** (Decision 10): an instruct model reads [`JUDGE_INSTRUCTION`] with the
+//! * **LLM-as-judge** (`docs/ALGORITHMS.md` §10): an instruct model reads [`JUDGE_INSTRUCTION`] with the
 //!   request and the response, and the reward is the expected rating
 //!   `Σ d·p(d) / Σ p(d)` over the next-token probabilities of the digit tokens `1`…`9` at the
 //!   first token of its answer. Deterministic: no sampling, one forward pass per response.

@@ -8,11 +8,11 @@
 //! * Truncation: a prompt longer than `max-prompt-length` keeps its start or its end; a row
 //!   whose prompt alone fills `max-length` is dropped and counted; a response that does not fit
 //!   in what is left is cut (keeping its start).
-//! * Rating gaps (Decision 7): `rating_gap`, else `score_chosen − score_rejected`; divided by
+//! * Rating gaps (`docs/ALGORITHMS.md` §7.1–§7.2): `rating_gap`, else `score_chosen − score_rejected`; divided by
 //!   the standard deviation (ddof = 0) of the table's finite gaps, a factor the run records.
 //!   A null gap means unrated; a NaN or infinite one is an error naming the rows when a
 //!   rating-aware loss is used.
-//! * MixDPO (Decision 8): `route` (`dpo` | `sft`) and `curriculum_rank` from `prefsmith route`.
+//! * MixDPO (`docs/ALGORITHMS.md` §8): `route` (`dpo` | `sft`) and `curriculum_rank` from `prefsmith route`.
 //! * Reference log-probs: `ref_logp_chosen` / `ref_logp_rejected` (from `prefsmith score
 //!   --role reference`) when present.
 //! * The evaluation split: the pairs whose seeded hash of `prompt_id` ranks lowest.

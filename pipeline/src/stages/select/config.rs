@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::input::ColumnMap;
 
-/// How `select` picks the pair (Decision 2).
+/// How `select` picks the pair (`docs/ALGORITHMS.md` §2).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
