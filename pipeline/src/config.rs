@@ -23,7 +23,9 @@ mod tests {
 
     #[test]
     fn syntax_errors_name_the_file() {
-        let err = parse_toml::<toml::Table>("a = = 1", "job.toml").unwrap_err().to_string();
+        let err = parse_toml::<toml::Table>("a = = 1", "job.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("job.toml"), "{err}");
     }
 }

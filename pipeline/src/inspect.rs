@@ -5,8 +5,8 @@ use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 use serde::Serialize;
 
-use crate::input::ColumnMap;
 use crate::error::Result;
+use crate::input::ColumnMap;
 use crate::input::{self, Layout};
 use crate::manifest::Manifest;
 use crate::session::ident;

@@ -1,4 +1,4 @@
-//! The `clean` stage: label cleaning by robust PCA (CURATRON / RORATRON, Decision 5), per
+//! The `clean` stage: label cleaning by robust PCA (CURATRON / RORATRON, `docs/ALGORITHMS.md` §5), per
 //! prompt, with the kernel of the `clean_scores` / `clean_comparisons` aggregates.
 //!
 //! * long layout (one row per response): the same rows, in input order, plus `clean_score`,
@@ -36,9 +36,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::info;
 
-use crate::input::ColumnMap;
 use crate::error::{Error, Result};
 use crate::formats::InputFormat;
+use crate::input::ColumnMap;
 use crate::input::{self, FileInfo, Layout};
 use crate::manifest::{InputInfo, Manifest, StageWriter};
 use crate::reader::{read_all_in_order, string_at};
@@ -228,7 +228,6 @@ impl crate::stage::Stage for CleanConfig {
         Box::pin(async move { run(self, ctx.input()?, ctx.output).await })
     }
 }
-
 
 /// Runs `clean` from `input` into `output`.
 pub async fn run(config: &CleanConfig, input: &str, output: &str) -> Result<Manifest> {

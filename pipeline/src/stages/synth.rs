@@ -16,8 +16,8 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 use prefsmith_udfs::selection::SplitMix64;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::info;
 
@@ -109,7 +109,6 @@ impl Default for SynthConfig {
         }
     }
 }
-
 
 impl Stage for SynthConfig {
     fn kind(&self) -> &'static str {

@@ -1,4 +1,4 @@
-//! The `select` stage: one preference pair per prompt, by the rules of Decision 2, from the
+//! The `select` stage: one preference pair per prompt, by the rules of `docs/ALGORITHMS.md` §2, from the
 //! wide or the long layout, written as a pair table sorted by `prompt_id`.
 //!
 //! Plans (wide and hash are DataFusion SQL over the functions of `prefsmith-udfs`; streaming
@@ -7,7 +7,7 @@
 //!   `array_element` — no unnesting.
 //! * **long, streaming**: when the input is sorted by prompt id (declared with `input-sorted`
 //!   or stated by the files' Parquet metadata), each file is read in order and cut into runs of
-//!   equal prompt ids ([`crate::stages::runs`]): the same selection kernel per run, no hashing,
+//!   equal prompt ids ([`streaming`]): the same selection kernel per run, no hashing,
 //!   texts gathered by reference, files in parallel, memory bounded by the open runs. The claim
 //!   is verified on the way (prompt ids must rise strictly); if it fails, the stage falls back to:
 //! * **long, hash**: one hash aggregation with `select_pair_with_text` over all files, then a
@@ -31,15 +31,16 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 pub mod config;
+pub mod streaming;
 
-pub use config::{KValue, ResolvedRule, SelectConfig, Strategy};
 use crate::error::{Error, Result};
 use crate::input::{self, Layout, ValidatedInput};
 use crate::manifest::{InputInfo, Manifest, StageWriter};
 use crate::reader::{OrderedParquet, ROW_INDEX_COLUMN, string_at};
 use crate::session::{ident, literal, new_context, register_parquet};
-use crate::stages::runs::{RunColumns, RunError, RunRule, select_runs};
 use crate::stages::{Progress, config_hash, input_listing, now_unix};
+pub use config::{KValue, ResolvedRule, SelectConfig, Strategy};
+use streaming::{RunColumns, RunError, RunRule, select_runs};
 
 /// The pair table's columns: the contract later stages extend.
 pub fn pair_table_schema() -> SchemaRef {
