@@ -1,4 +1,4 @@
-//! The `reward` stage: an external reward per response, from an LLM judge (Decision 10, the
+//! The `reward` stage: an external reward per response, from an LLM judge (`docs/ALGORITHMS.md` §10, the
 //! default, deterministic) or a sequence-classification reward model. Reads the wide layout
 //! (`prompt`, `all_generated_responses`) and adds `all_rm_scores`, or the long layout
 //! (`prompt`, `response`) and adds `reward` — exactly what `select` reads next.
@@ -14,7 +14,7 @@ use prefsmith_model::settings::ModelSettings;
 use prefsmith_model::tokenizer::ChatMessage;
 use prefsmith_pipeline::manifest::Manifest;
 use prefsmith_pipeline::reader::string_at;
-use prefsmith_pipeline::stages::{Progress, now_unix, stage_hash};
+use prefsmith_pipeline::stages::{Progress, now_unix};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::info;
@@ -53,6 +53,12 @@ impl RewardMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RewardConfig {
+    /// The input (default in a job: the previous stage's output).
+    #[serde(default)]
+    pub input: Option<String>,
+    /// The output directory.
+    #[serde(default)]
+    pub output: Option<String>,
     /// The model.
     #[serde(flatten)]
     pub model: ModelSettings,
@@ -71,8 +77,9 @@ pub struct RewardConfig {
     pub precision: Precision,
 }
 
-/// Runs the stage.
-pub async fn run(config: &RewardConfig, input: &str, output: &str) -> Result<Manifest> {
+/// Runs the stage from `input` into `output`; the manifest records `hash` (the job runner's
+/// hash of the resolved settings and the input files).
+pub async fn run(config: &RewardConfig, input: &str, output: &str, hash: &str) -> Result<Manifest> {
     let started = Instant::now();
     let started_unix = now_unix();
     let table = Table::read(input).await?;
@@ -193,7 +200,7 @@ pub async fn run(config: &RewardConfig, input: &str, output: &str) -> Result<Man
         stage: "reward",
         output,
         sorted_by: None,
-        hash: stage_hash("reward", &config, &table.infos),
+        hash: hash.to_string(),
         config: &config,
         infos: &table.infos,
         stats,

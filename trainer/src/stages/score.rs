@@ -24,7 +24,7 @@ use prefsmith_model::tokenizer::ChatMessage;
 use prefsmith_pipeline::formats::{InputFormat, PairInput, sorted_by_prompt_id};
 use prefsmith_pipeline::manifest::Manifest;
 use prefsmith_pipeline::reader::string_at;
-use prefsmith_pipeline::stages::{Progress, now_unix, stage_hash};
+use prefsmith_pipeline::stages::{Progress, now_unix};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::info;
@@ -69,6 +69,12 @@ impl Role {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ScoreConfig {
+    /// The input (default in a job: the previous stage's output).
+    #[serde(default)]
+    pub input: Option<String>,
+    /// The output directory.
+    #[serde(default)]
+    pub output: Option<String>,
     /// The model.
     #[serde(flatten)]
     pub model: ModelSettings,
@@ -78,7 +84,7 @@ pub struct ScoreConfig {
     #[serde(default)]
     pub input_format: InputFormat,
     /// Read and write the (model hash, data hash) cache.
-    #[serde(default = "yes")]
+    #[serde(default = "cache_by_default")]
     pub cache: bool,
     /// The model's content hash (filled in when the stage runs).
     #[serde(default)]
@@ -100,7 +106,8 @@ pub struct ScoreConfig {
     pub precision: Precision,
 }
 
-fn yes() -> bool {
+/// The cache is used unless turned off.
+fn cache_by_default() -> bool {
     true
 }
 
@@ -111,8 +118,9 @@ enum Shape {
     Long,
 }
 
-/// Runs the stage.
-pub async fn run(config: &ScoreConfig, input: &str, output: &str) -> Result<Manifest> {
+/// Runs the stage from `input` into `output`; the manifest records `hash` (the job runner's
+/// hash of the resolved settings and the input files).
+pub async fn run(config: &ScoreConfig, input: &str, output: &str, hash: &str) -> Result<Manifest> {
     let started = Instant::now();
     let started_unix = now_unix();
     // The layout is decided from the first file's footer, so the rows are read only once.
@@ -352,7 +360,7 @@ pub async fn run(config: &ScoreConfig, input: &str, output: &str) -> Result<Mani
         stage: "score",
         output,
         sorted_by: sorted,
-        hash: stage_hash("score", &config, &infos),
+        hash: hash.to_string(),
         config: &config,
         infos: &infos,
         stats,
