@@ -15,6 +15,9 @@
 //! layers see every token of a batch at once and attention runs per sequence, so a batch's
 //! result is bit-identical to scoring each sequence alone. Generation keeps keys and values in
 //! an [`Int8Cache`]; a decoded token's logits are bit-identical to a full pass's.
+//!
+//! The file runs past 600 lines with its unit tests, kept beside the code they check (the int8
+//! forward pass and cache against the f32 model).
 
 pub mod kernel;
 pub mod simd;
