@@ -479,71 +479,52 @@ fn check_layout_columns(
     has_prompt_id: bool,
     has_response_index: bool,
 ) -> Result<()> {
-    check_column(
-        file,
-        schema,
-        &columns.prompt,
-        "the prompt text",
-        "a string",
-        is_string,
-    )?;
+    /// A column, what it is for, the type expected and the test of that type, in check order.
+    type Check<'a> = (&'a str, &'static str, &'static str, fn(&DataType) -> bool);
+    let mut checks: Vec<Check> = vec![(&columns.prompt, "the prompt text", "a string", is_string)];
     if has_prompt_id {
-        check_column(
-            file,
-            schema,
-            &columns.prompt_id,
-            "the prompt id",
-            "a string",
-            is_string,
-        )?;
+        checks.push((&columns.prompt_id, "the prompt id", "a string", is_string));
     }
     match layout {
         Layout::Wide => {
-            check_column(
-                file,
-                schema,
+            checks.push((
                 &columns.responses,
                 "wide layout: the responses",
                 "a list of strings",
                 |t| is_list_of(t, is_string),
-            )?;
-            check_column(
-                file,
-                schema,
+            ));
+            checks.push((
                 &columns.scores,
                 "wide layout: the scores",
                 "a list of numbers",
                 |t| is_list_of(t, |i| i.is_numeric() || i.is_null()),
-            )?;
+            ));
         }
         Layout::Long => {
-            check_column(
-                file,
-                schema,
+            checks.push((
                 &columns.response,
                 "long layout: the response text",
                 "a string",
                 is_string,
-            )?;
-            check_column(
-                file,
-                schema,
+            ));
+            checks.push((
                 &columns.reward,
                 "long layout: the reward",
                 "a number",
                 |t| t.is_numeric() || t.is_null(),
-            )?;
+            ));
             if has_response_index {
-                check_column(
-                    file,
-                    schema,
+                checks.push((
                     &columns.response_index,
                     "long layout: the response index",
                     "an integer",
                     DataType::is_integer,
-                )?;
+                ));
             }
         }
+    }
+    for (column, context, expected, ok) in checks {
+        check_column(file, schema, column, context, expected, ok)?;
     }
     Ok(())
 }
