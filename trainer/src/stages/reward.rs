@@ -152,13 +152,16 @@ pub async fn run(config: &RewardConfig, input: &str, output: &str, hash: &str) -
     Ok(manifest)
 }
 
+/// One response to rate, with the chat request it answers.
+type RatedItem = (Vec<ChatMessage>, String);
+
 /// (request, response) for every response, in table order, and how many belong to each row.
 fn responses_of(
     table: &Table,
     prompts: &ArrayRef,
     wide: bool,
-) -> Result<(Vec<(Vec<ChatMessage>, String)>, Vec<usize>)> {
-    let mut items: Vec<(Vec<ChatMessage>, String)> = Vec::new();
+) -> Result<(Vec<RatedItem>, Vec<usize>)> {
+    let mut items: Vec<RatedItem> = Vec::new();
     let mut per_row = Vec::with_capacity(table.batch.num_rows());
     for row in 0..table.batch.num_rows() {
         let request = prompt_messages(prompts, "prompt", row)?;
@@ -182,7 +185,7 @@ fn responses_of(
 /// The judge's expected ratings, with its figures added to `stats`.
 fn judge_scores(
     lm: &LanguageModel,
-    items: &[(Vec<ChatMessage>, String)],
+    items: &[RatedItem],
     config: &RewardConfig,
     stats: &mut Vec<(&'static str, serde_json::Value)>,
     advance: impl FnMut(usize),
@@ -209,7 +212,7 @@ fn judge_scores(
 /// A classifier's first output per response, with its figures added to `stats`.
 fn classifier_scores(
     lm: &LanguageModel,
-    items: &[(Vec<ChatMessage>, String)],
+    items: &[RatedItem],
     config: &RewardConfig,
     stats: &mut Vec<(&'static str, serde_json::Value)>,
     advance: impl FnMut(usize),
