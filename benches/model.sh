@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/prefsmith/target}"
 threads="${THREADS:-2}"
-cargo build --locked --workspace --examples
+cargo build --locked -p prefsmith-model --example bench_model
 model="$(bash scripts/fetch-smollm2)"
 venv="bench-data/llamacpp-venv"
 if [ ! -x "$venv/bin/python" ]; then

@@ -2,7 +2,7 @@
 """Benchmark ``prefsmith select-margin`` against DuckDB doing the same arithmetic in SQL.
 
 Both read the same pair shards (``make_margin_pairs.py``) and write the top K pairs by the
-fused BeeS logit (Decision 3) with the five added columns, sorted by prompt_id, to Parquet.
+fused BeeS logit (`docs/ALGORITHMS.md` §3) with the five added columns, sorted by prompt_id, to Parquet.
 DuckDB is given M2 (prefsmith's tail-sparsity search is not expressed in SQL): the values come
 from a first prefsmith run's manifest. DuckDB's query: margins, clipped probabilities, the sum
 of clipped logits, eligibility (``isfinite``), a top-K ``ORDER BY logit DESC, tie DESC,

@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = commands::Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("warn,prefsmith=info,prefsmith_pipeline=info,prefsmith_trainer=info")
+        EnvFilter::new("warn,prefsmith=info,prefsmith_pipeline=info,prefsmith_trainer=info,prefsmith_model=info")
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -43,7 +43,10 @@ fn main() -> ExitCode {
                 .is_some_and(prefsmith_pipeline::Error::is_data_problem)
                 || error
                     .downcast_ref::<prefsmith_trainer::Error>()
-                    .is_some_and(prefsmith_trainer::Error::is_data_problem);
+                    .is_some_and(prefsmith_trainer::Error::is_data_problem)
+                || error
+                    .downcast_ref::<prefsmith_model::Error>()
+                    .is_some_and(prefsmith_model::Error::is_data_problem);
             ExitCode::from(if data_problem { 1 } else { 2 })
         }
     }

@@ -138,6 +138,15 @@ pub enum Error {
     /// An error from Arrow (casting, filtering, building batches).
     #[error(transparent)]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
+    /// A stage registered from another crate (the trainer's model stages) failed: its own
+    /// error, shown as it is.
+    #[error("{error}")]
+    Stage {
+        /// The stage's error.
+        error: Box<dyn std::error::Error + Send + Sync>,
+        /// Whether its input data is at fault.
+        data_problem: bool,
+    },
 }
 
 impl Error {
@@ -159,6 +168,7 @@ impl Error {
                 e.find_root(),
                 DataFusionError::Execution(_) | DataFusionError::ParquetError(_)
             ),
+            Self::Stage { data_problem, .. } => *data_problem,
             Self::Config { .. } | Self::Io { .. } | Self::Storage { .. } | Self::Arrow(_) => false,
         }
     }

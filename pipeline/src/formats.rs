@@ -29,6 +29,12 @@ use crate::error::{Error, Result};
 use crate::input::{self, FileInfo, InputFiles, Layout};
 use crate::reader::{read_all_in_order, string_at};
 
+mod messages;
+
+pub use messages::{
+    Message, is_message_list, last_assistant, message_list_array, message_list_type, messages_at,
+};
+
 /// The layout of an input, as given by `--input-format` / `input-format`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -123,19 +129,6 @@ fn is_string(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
 
-/// Whether `t` is a message list: `list<struct<…, content, role, …>>`.
-pub fn is_message_list(t: &DataType) -> bool {
-    match t {
-        DataType::List(item) | DataType::LargeList(item) => match item.data_type() {
-            DataType::Struct(fields) => {
-                fields.find("content").is_some() && fields.find("role").is_some()
-            }
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
 fn utf8(t: &DataType) -> DataType {
     if is_string(t) {
         DataType::Utf8
@@ -144,107 +137,154 @@ fn utf8(t: &DataType) -> DataType {
     }
 }
 
+/// Per column of `schema`, its canonical name: its own, or the canonical one it is an alias of
+/// when the canonical column is absent.
+fn canonical_names(schema: &Schema) -> Result<Vec<String>> {
+    let has = |name: &str| schema.index_of(name).is_ok();
+    let mut names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    for (canonical, aliases) in ALIASES {
+        if has(canonical) {
+            continue;
+        }
+        if let Some(alias) = aliases.iter().find(|a| has(a)) {
+            names[schema.index_of(alias)?] = canonical.to_string();
+        }
+    }
+    Ok(names)
+}
+
+/// The field of `schema` whose canonical name (per `names`) is `canonical`.
+fn field_of<'a>(schema: &'a Schema, names: &[String], canonical: &str) -> Option<&'a Field> {
+    names
+        .iter()
+        .position(|n| n == canonical)
+        .map(|i| schema.field(i))
+}
+
+/// The `chosen` field; its absence is an error saying what the table looks like instead.
+fn chosen_field<'a>(file: &str, schema: &'a Schema, names: &[String]) -> Result<&'a Field> {
+    if let Some(chosen) = field_of(schema, names, "chosen") {
+        return Ok(chosen);
+    }
+    let has = |name: &str| schema.index_of(name).is_ok();
+    let responses = has("all_generated_responses") || has("response") || has("reward");
+    Err(Error::MissingColumn {
+        file: file.to_string(),
+        column: "chosen".into(),
+        context: if responses {
+            "this is a table of responses (wide or long layout); run `prefsmith select` \
+             to make pairs first"
+                .into()
+        } else {
+            "a pair table needs prompt, chosen and rejected".into()
+        },
+    })
+}
+
+/// The pair layout the type of `chosen` shows, checked against the `format` asked for.
+fn checked_format(file: &str, chosen: &Field, format: InputFormat) -> Result<InputFormat> {
+    let detected = if is_message_list(chosen.data_type()) {
+        InputFormat::HfBinarized
+    } else if is_string(chosen.data_type()) {
+        InputFormat::Plain
+    } else {
+        return Err(Error::WrongType {
+            file: file.to_string(),
+            column: chosen.name().clone(),
+            found: chosen.data_type().to_string(),
+            expected: "a string or a list of {content, role} messages".into(),
+        });
+    };
+    match format {
+        InputFormat::Auto => Ok(detected),
+        InputFormat::Wide | InputFormat::Long | InputFormat::Comparisons => Err(Error::config(
+            "input-format",
+            format!(
+                "'{}' is not a pair layout; this stage reads pairs (plain or hf-binarized)",
+                match format {
+                    InputFormat::Wide => "wide",
+                    InputFormat::Long => "long",
+                    _ => "comparisons",
+                }
+            ),
+        )),
+        given if given == detected => Ok(given),
+        given => Err(Error::WrongType {
+            file: file.to_string(),
+            column: chosen.name().clone(),
+            found: chosen.data_type().to_string(),
+            expected: if given == InputFormat::Plain {
+                "a string (input-format plain)".into()
+            } else {
+                "a list of {content, role} messages (input-format hf-binarized)".into()
+            },
+        }),
+    }
+}
+
+/// Checks that `prompt` and `rejected` are present, `prompt` as a string or message list and
+/// `rejected` in the type of `chosen`.
+fn check_prompt_and_rejected(
+    file: &str,
+    schema: &Schema,
+    names: &[String],
+    chosen: &Field,
+) -> Result<()> {
+    for column in ["prompt", "rejected"] {
+        let Some(field) = field_of(schema, names, column) else {
+            return Err(Error::MissingColumn {
+                file: file.to_string(),
+                column: column.into(),
+                context: "a pair table needs prompt, chosen and rejected".into(),
+            });
+        };
+        let ok = match column {
+            "rejected" => {
+                field.data_type() == chosen.data_type()
+                    || is_string(field.data_type()) && is_string(chosen.data_type())
+            }
+            _ => is_string(field.data_type()) || is_message_list(field.data_type()),
+        };
+        if !ok {
+            return Err(Error::WrongType {
+                file: file.to_string(),
+                column: field.name().clone(),
+                found: field.data_type().to_string(),
+                expected: format!("the same type as 'chosen' ({})", chosen.data_type()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The canonical schema: a derived `prompt_id` first when asked for, then every source column
+/// under its canonical name, strings as `Utf8`, all nullable.
+fn canonical_schema(schema: &Schema, names: &[String], derive_prompt_id: bool) -> SchemaRef {
+    let mut fields: Vec<Field> = Vec::with_capacity(names.len() + 1);
+    if derive_prompt_id {
+        fields.push(Field::new("prompt_id", DataType::Utf8, false));
+    }
+    for (field, name) in schema.fields().iter().zip(names) {
+        fields.push(Field::new(name, utf8(field.data_type()), true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
 impl PairSchema {
     /// Works out the layout of `schema` (read from `file`) under `format`.
     pub fn detect(file: &str, schema: &SchemaRef, format: InputFormat) -> Result<Self> {
-        let has = |name: &str| schema.index_of(name).is_ok();
-        let mut names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-        for (canonical, aliases) in ALIASES {
-            if has(canonical) {
-                continue;
-            }
-            if let Some(alias) = aliases.iter().find(|a| has(a)) {
-                names[schema.index_of(alias)?] = canonical.to_string();
-            }
-        }
-        let field_of = |canonical: &str| {
-            names
-                .iter()
-                .position(|n| n == canonical)
-                .map(|i| schema.field(i))
-        };
-        let Some(chosen) = field_of("chosen") else {
-            let responses = has("all_generated_responses") || has("response") || has("reward");
-            return Err(Error::MissingColumn {
-                file: file.to_string(),
-                column: "chosen".into(),
-                context: if responses {
-                    "this is a table of responses (wide or long layout); run `prefsmith select` \
-                     to make pairs first"
-                        .into()
-                } else {
-                    "a pair table needs prompt, chosen and rejected".into()
-                },
-            });
-        };
-        let conversational = is_message_list(chosen.data_type());
-        let detected = if conversational {
-            InputFormat::HfBinarized
-        } else if is_string(chosen.data_type()) {
-            InputFormat::Plain
-        } else {
-            return Err(Error::WrongType {
-                file: file.to_string(),
-                column: chosen.name().clone(),
-                found: chosen.data_type().to_string(),
-                expected: "a string or a list of {content, role} messages".into(),
-            });
-        };
-        let format = match format {
-            InputFormat::Auto => detected,
-            InputFormat::Wide | InputFormat::Long | InputFormat::Comparisons => {
-                return Err(Error::config(
-                    "input-format",
-                    format!(
-                        "'{}' is not a pair layout; this stage reads pairs (plain or hf-binarized)",
-                        match format {
-                            InputFormat::Wide => "wide",
-                            InputFormat::Long => "long",
-                            _ => "comparisons",
-                        }
-                    ),
-                ));
-            }
-            given if given == detected => given,
-            given => {
-                return Err(Error::WrongType {
-                    file: file.to_string(),
-                    column: chosen.name().clone(),
-                    found: chosen.data_type().to_string(),
-                    expected: if given == InputFormat::Plain {
-                        "a string (input-format plain)".into()
-                    } else {
-                        "a list of {content, role} messages (input-format hf-binarized)".into()
-                    },
-                });
-            }
-        };
-        for column in ["prompt", "rejected"] {
-            let Some(field) = field_of(column) else {
-                return Err(Error::MissingColumn {
-                    file: file.to_string(),
-                    column: column.into(),
-                    context: "a pair table needs prompt, chosen and rejected".into(),
-                });
-            };
-            let ok = match column {
-                "rejected" => {
-                    field.data_type() == chosen.data_type()
-                        || is_string(field.data_type()) && is_string(chosen.data_type())
-                }
-                _ => is_string(field.data_type()) || is_message_list(field.data_type()),
-            };
-            if !ok {
-                return Err(Error::WrongType {
-                    file: file.to_string(),
-                    column: field.name().clone(),
-                    found: field.data_type().to_string(),
-                    expected: format!("the same type as 'chosen' ({})", chosen.data_type()),
-                });
-            }
-        }
-        let derive_prompt_id = field_of("prompt_id").is_none();
-        if derive_prompt_id && !is_string(field_of("prompt").expect("checked").data_type()) {
+        let names = canonical_names(schema)?;
+        let chosen = chosen_field(file, schema, &names)?;
+        let format = checked_format(file, chosen, format)?;
+        check_prompt_and_rejected(file, schema, &names, chosen)?;
+        let derive_prompt_id = field_of(schema, &names, "prompt_id").is_none();
+        if derive_prompt_id
+            && !is_string(
+                field_of(schema, &names, "prompt")
+                    .expect("checked")
+                    .data_type(),
+            )
+        {
             return Err(Error::MissingColumn {
                 file: file.to_string(),
                 column: "prompt_id".into(),
@@ -252,20 +292,14 @@ impl PairSchema {
                     .into(),
             });
         }
-        let mut fields: Vec<Field> = Vec::with_capacity(names.len() + 1);
-        if derive_prompt_id {
-            fields.push(Field::new("prompt_id", DataType::Utf8, false));
-        }
-        for (field, name) in schema.fields().iter().zip(&names) {
-            fields.push(Field::new(name, utf8(field.data_type()), true));
-        }
+        let canonical = canonical_schema(schema, &names, derive_prompt_id);
         Ok(Self {
             file: file.to_string(),
             format,
             source: Arc::clone(schema),
             names,
             derive_prompt_id,
-            canonical: Arc::new(Schema::new(fields)),
+            canonical,
         })
     }
 
@@ -423,122 +457,6 @@ pub fn sorted_by_prompt_id(schema: &SchemaRef, batches: &[RecordBatch]) -> Resul
     ];
     let order = lexsort_to_indices(&keys, None)?;
     Ok(take_record_batch(&batch, &order)?)
-}
-
-/// One chat message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    /// `system`, `user`, `assistant`, …
-    pub role: String,
-    /// The text.
-    pub content: String,
-}
-
-impl Message {
-    /// A message with `role` and `content`.
-    pub fn new(role: &str, content: impl Into<String>) -> Self {
-        Self {
-            role: role.into(),
-            content: content.into(),
-        }
-    }
-}
-
-/// The messages of row `row` of a message-list column (`None` for a null list). A null role or
-/// content is an error naming the column and row.
-pub fn messages_at(column: &ArrayRef, name: &str, row: usize) -> Result<Option<Vec<Message>>> {
-    use datafusion::arrow::array::AsArray;
-    if column.is_null(row) {
-        return Ok(None);
-    }
-    let list = match column.data_type() {
-        DataType::List(_) => column.as_list::<i32>().value(row),
-        DataType::LargeList(_) => column.as_list::<i64>().value(row),
-        other => {
-            return Err(Error::InvalidData {
-                context: format!("column '{name}'"),
-                message: format!("expected a list of {{content, role}} messages, got {other}"),
-            });
-        }
-    };
-    let items = list.as_struct();
-    let (Some(content), Some(role)) = (
-        items.column_by_name("content"),
-        items.column_by_name("role"),
-    ) else {
-        return Err(Error::InvalidData {
-            context: format!("column '{name}'"),
-            message: "a message list needs struct fields 'content' and 'role'".into(),
-        });
-    };
-    (0..items.len())
-        .map(|i| match (string_at(role, i), string_at(content, i)) {
-            (Some(role), Some(content)) => Ok(Message::new(role, content)),
-            _ => Err(Error::InvalidData {
-                context: format!("column '{name}'"),
-                message: format!("row {row} of its batch: message {i} has a null role or content"),
-            }),
-        })
-        .collect::<Result<Vec<_>>>()
-        .map(Some)
-}
-
-/// The Arrow type of message lists written by prefsmith: the Hugging Face one,
-/// `list<struct<content: string, role: string>>`.
-pub fn message_list_type() -> DataType {
-    DataType::List(Arc::new(Field::new_list_field(
-        DataType::Struct(message_fields()),
-        true,
-    )))
-}
-
-fn message_fields() -> datafusion::arrow::datatypes::Fields {
-    vec![
-        Field::new("content", DataType::Utf8, true),
-        Field::new("role", DataType::Utf8, true),
-    ]
-    .into()
-}
-
-/// A message-list column from rows of messages (`None` = null list).
-pub fn message_list_array(rows: &[Option<Vec<Message>>]) -> ArrayRef {
-    use datafusion::arrow::array::{ListBuilder, StringBuilder, StructBuilder};
-    let fields = message_fields();
-    let item = StructBuilder::from_fields(fields.clone(), rows.len());
-    let mut lists = ListBuilder::new(item).with_field(Arc::new(Field::new_list_field(
-        DataType::Struct(fields),
-        true,
-    )));
-    for row in rows {
-        match row {
-            None => lists.append_null(),
-            Some(messages) => {
-                let items = lists.values();
-                for m in messages {
-                    items
-                        .field_builder::<StringBuilder>(0)
-                        .expect("content")
-                        .append_value(&m.content);
-                    items
-                        .field_builder::<StringBuilder>(1)
-                        .expect("role")
-                        .append_value(&m.role);
-                    items.append(true);
-                }
-                lists.append(true);
-            }
-        }
-    }
-    Arc::new(lists.finish())
-}
-
-/// The content of the last `assistant` message (the response of a conversation).
-pub fn last_assistant(messages: &[Message]) -> Option<&str> {
-    messages
-        .iter()
-        .rev()
-        .find(|m| m.role == "assistant")
-        .map(|m| m.content.as_str())
 }
 
 #[cfg(test)]

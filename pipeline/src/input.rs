@@ -10,9 +10,10 @@ use datafusion::parquet::file::metadata::ParquetMetaData;
 use datafusion::parquet::file::statistics::Statistics;
 use futures::StreamExt;
 
-use crate::config::ColumnMap;
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
-use crate::manifest::{MANIFEST_FILE, Manifest};
+use crate::manifest::{InputInfo, MANIFEST_FILE, Manifest};
 use crate::storage::{Location, ParquetSource};
 
 /// The Parquet files an input path or URL names, in the order that defines row order.
@@ -164,6 +165,51 @@ async fn resolve_with(spec: &str, allow_incomplete: bool) -> Result<InputFiles> 
         return Err(Error::IncompleteStageOutput { path: spec.into() });
     }
     plain_files(spec, files)
+}
+
+/// Column names of the input, when they differ from the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ColumnMap {
+    /// Prompt id (both layouts; optional: derived as sha256 hex of the prompt). Default `prompt_id`.
+    pub prompt_id: String,
+    /// Prompt text. Default `prompt`.
+    pub prompt: String,
+    /// Long layout: response text. Default `response`.
+    pub response: String,
+    /// Long layout: reward. Default `reward`.
+    pub reward: String,
+    /// Long layout: 0-based response index (optional: row order otherwise). Default `response_index`.
+    pub response_index: String,
+    /// Wide layout: list of responses. Default `all_generated_responses`.
+    pub responses: String,
+    /// Wide layout: list of scores. Default `all_rm_scores`.
+    pub scores: String,
+}
+
+impl Default for ColumnMap {
+    fn default() -> Self {
+        Self {
+            prompt_id: "prompt_id".into(),
+            prompt: "prompt".into(),
+            response: "response".into(),
+            reward: "reward".into(),
+            response_index: "response_index".into(),
+            responses: "all_generated_responses".into(),
+            scores: "all_rm_scores".into(),
+        }
+    }
+}
+
+impl From<&FileInfo> for InputInfo {
+    fn from(info: &FileInfo) -> Self {
+        Self {
+            path: info.location.to_string(),
+            bytes: info.bytes,
+            rows: info.rows,
+            etag: info.etag.clone(),
+        }
+    }
 }
 
 /// What a file's footer says.
@@ -350,6 +396,41 @@ pub async fn validate(
     let infos = files.infos().await?;
     let first = &infos[0];
     let has = |name: &str| first.schema.field_with_name(name).is_ok();
+    let layout = detect_layout(first, columns, forced)?;
+    let has_prompt_id = has(&columns.prompt_id);
+    let has_response_index = layout == Layout::Long && has(&columns.response_index);
+    for info in &infos {
+        let file_name = info.location.to_string();
+        check_layout_columns(
+            &file_name,
+            info.schema.as_ref(),
+            columns,
+            layout,
+            has_prompt_id,
+            has_response_index,
+        )?;
+        check_matches_first(first, info, columns, has_prompt_id)?;
+    }
+    let rows = infos.iter().map(|i| i.rows).sum();
+    if rows == 0 {
+        return Err(Error::EmptyInput {
+            path: files.spec.clone(),
+        });
+    }
+    Ok(ValidatedInput {
+        files,
+        infos,
+        layout,
+        has_prompt_id,
+        has_response_index,
+        rows,
+    })
+}
+
+/// The layout of the first file's columns, or `forced`; an error naming the expected columns
+/// when they show neither layout.
+fn detect_layout(first: &FileInfo, columns: &ColumnMap, forced: Option<Layout>) -> Result<Layout> {
+    let has = |name: &str| first.schema.field_with_name(name).is_ok();
     // A list-typed scores column means wide; `--reward-column` may name one column for both.
     let list_typed = |name: &str| {
         first
@@ -359,12 +440,12 @@ pub async fn validate(
     };
     let wide = list_typed(&columns.scores) || has(&columns.responses);
     let long = has(&columns.reward) || has(&columns.response);
-    let layout = if forced == Some(Layout::Wide) || (forced.is_none() && wide) {
-        Layout::Wide
+    if forced == Some(Layout::Wide) || (forced.is_none() && wide) {
+        Ok(Layout::Wide)
     } else if forced == Some(Layout::Long) || long {
-        Layout::Long
+        Ok(Layout::Long)
     } else {
-        return Err(Error::MissingColumn {
+        Err(Error::MissingColumn {
             file: first.location.to_string(),
             column: format!("{}' or '{}", columns.scores, columns.reward),
             context: format!(
@@ -384,124 +465,110 @@ pub async fn validate(
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-        });
-    };
-    let has_prompt_id = has(&columns.prompt_id);
-    let has_response_index = layout == Layout::Long && has(&columns.response_index);
-    for info in &infos {
-        let file_name = info.location.to_string();
-        let (file, schema) = (file_name.as_str(), info.schema.as_ref());
-        check_column(
-            file,
-            schema,
-            &columns.prompt,
-            "the prompt text",
-            "a string",
-            is_string,
-        )?;
-        if has_prompt_id {
-            check_column(
-                file,
-                schema,
-                &columns.prompt_id,
-                "the prompt id",
+        })
+    }
+}
+
+/// Checks that `file` has every column `layout` needs (and the optional ones the first file
+/// has), each with an acceptable type.
+fn check_layout_columns(
+    file: &str,
+    schema: &Schema,
+    columns: &ColumnMap,
+    layout: Layout,
+    has_prompt_id: bool,
+    has_response_index: bool,
+) -> Result<()> {
+    /// A column, what it is for, the type expected and the test of that type, in check order.
+    type Check<'a> = (&'a str, &'static str, &'static str, fn(&DataType) -> bool);
+    let mut checks: Vec<Check> = vec![(&columns.prompt, "the prompt text", "a string", is_string)];
+    if has_prompt_id {
+        checks.push((&columns.prompt_id, "the prompt id", "a string", is_string));
+    }
+    match layout {
+        Layout::Wide => {
+            checks.push((
+                &columns.responses,
+                "wide layout: the responses",
+                "a list of strings",
+                |t| is_list_of(t, is_string),
+            ));
+            checks.push((
+                &columns.scores,
+                "wide layout: the scores",
+                "a list of numbers",
+                |t| is_list_of(t, |i| i.is_numeric() || i.is_null()),
+            ));
+        }
+        Layout::Long => {
+            checks.push((
+                &columns.response,
+                "long layout: the response text",
                 "a string",
                 is_string,
-            )?;
-        }
-        match layout {
-            Layout::Wide => {
-                check_column(
-                    file,
-                    schema,
-                    &columns.responses,
-                    "wide layout: the responses",
-                    "a list of strings",
-                    |t| is_list_of(t, is_string),
-                )?;
-                check_column(
-                    file,
-                    schema,
-                    &columns.scores,
-                    "wide layout: the scores",
-                    "a list of numbers",
-                    |t| is_list_of(t, |i| i.is_numeric() || i.is_null()),
-                )?;
-            }
-            Layout::Long => {
-                check_column(
-                    file,
-                    schema,
-                    &columns.response,
-                    "long layout: the response text",
-                    "a string",
-                    is_string,
-                )?;
-                check_column(
-                    file,
-                    schema,
-                    &columns.reward,
-                    "long layout: the reward",
-                    "a number",
-                    |t| t.is_numeric() || t.is_null(),
-                )?;
-                if has_response_index {
-                    check_column(
-                        file,
-                        schema,
-                        &columns.response_index,
-                        "long layout: the response index",
-                        "an integer",
-                        DataType::is_integer,
-                    )?;
-                }
+            ));
+            checks.push((
+                &columns.reward,
+                "long layout: the reward",
+                "a number",
+                |t| t.is_numeric() || t.is_null(),
+            ));
+            if has_response_index {
+                checks.push((
+                    &columns.response_index,
+                    "long layout: the response index",
+                    "an integer",
+                    DataType::is_integer,
+                ));
             }
         }
-        for name in [
-            &columns.prompt_id,
-            &columns.prompt,
-            &columns.response,
-            &columns.reward,
-            &columns.response_index,
-            &columns.responses,
-            &columns.scores,
-        ] {
-            if let (Ok(a), Ok(b)) = (
-                first.schema.field_with_name(name),
-                schema.field_with_name(name),
-            ) && a.data_type() != b.data_type()
-            {
-                return Err(Error::SchemaMismatch {
-                    file: info.location.to_string(),
-                    first: first.location.to_string(),
-                    column: name.clone(),
-                    expected: type_name(a.data_type()),
-                    found: type_name(b.data_type()),
-                });
-            }
-        }
-        if !has_prompt_id && schema.field_with_name(&columns.prompt_id).is_ok() {
-            return Err(Error::MissingColumn {
-                file: first.location.to_string(),
-                column: columns.prompt_id.clone(),
-                context: format!("present in {} but not in the first file", info.location),
+    }
+    for (column, context, expected, ok) in checks {
+        check_column(file, schema, column, context, expected, ok)?;
+    }
+    Ok(())
+}
+
+/// Checks that the mapped columns of `info` have the types they have in the first file, and
+/// that it has no prompt id the first file lacks.
+fn check_matches_first(
+    first: &FileInfo,
+    info: &FileInfo,
+    columns: &ColumnMap,
+    has_prompt_id: bool,
+) -> Result<()> {
+    let schema = info.schema.as_ref();
+    for name in [
+        &columns.prompt_id,
+        &columns.prompt,
+        &columns.response,
+        &columns.reward,
+        &columns.response_index,
+        &columns.responses,
+        &columns.scores,
+    ] {
+        if let (Ok(a), Ok(b)) = (
+            first.schema.field_with_name(name),
+            schema.field_with_name(name),
+        ) && a.data_type() != b.data_type()
+        {
+            return Err(Error::SchemaMismatch {
+                file: info.location.to_string(),
+                first: first.location.to_string(),
+                column: name.clone(),
+                expected: type_name(a.data_type()),
+                found: type_name(b.data_type()),
             });
         }
     }
-    let rows = infos.iter().map(|i| i.rows).sum();
-    if rows == 0 {
-        return Err(Error::EmptyInput {
-            path: files.spec.clone(),
+    if !has_prompt_id && schema.field_with_name(&columns.prompt_id).is_ok() {
+        return Err(Error::MissingColumn {
+            file: first.location.to_string(),
+            column: columns.prompt_id.clone(),
+            context: format!("present in {} but not in the first file", info.location),
         });
     }
-    Ok(ValidatedInput {
-        files,
-        infos,
-        layout,
-        has_prompt_id,
-        has_response_index,
-        rows,
-    })
+    Ok(())
 }
 
 impl ValidatedInput {

@@ -1,13 +1,13 @@
 //! `prefsmith inspect`: a per-dataset summary — files, layout, prompts, responses per prompt,
 //! invalid rewards, reward quantiles — and whether a directory is a complete stage output.
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{Float64Type, Int64Type, Schema};
 use serde::Serialize;
 
-use crate::config::ColumnMap;
 use crate::error::Result;
-use crate::input::{self, Layout};
+use crate::input::ColumnMap;
+use crate::input::{self, FileInfo, InputFiles, Layout};
 use crate::manifest::Manifest;
 use crate::session::ident;
 use crate::sql::collect;
@@ -51,8 +51,36 @@ const QUANTILES: [f64; 7] = [0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0];
 /// Summarises the dataset at `path`.
 pub async fn inspect(path: &str, columns: &ColumnMap) -> Result<Summary> {
     let location = crate::storage::Location::parse(path)?;
-    let stage_output = if location.head().await?.is_none() {
-        match Manifest::read_dir(&location).await? {
+    let stage_output = stage_output_status(&location, path).await?;
+    let files = input::resolve_any(path).await?;
+    let infos = files.infos().await?;
+    let mut summary = footer_summary(path, &infos, stage_output);
+    let ctx = crate::session::new_context(0)?;
+    crate::session::register_parquet(&ctx, "t", &files.files).await?;
+    let Some((layout, values_sql, per_prompt_sql)) =
+        layout_queries(files, &infos[0].schema, columns).await
+    else {
+        return Ok(summary);
+    };
+    summary.layout = layout.into();
+    let counts = collect(
+        &ctx,
+        &format!(
+            "SELECT count(DISTINCT id), CAST(sum(n) AS BIGINT), CAST(min(n) AS DOUBLE), CAST(median(n) AS DOUBLE), CAST(max(n) AS DOUBLE) FROM ({per_prompt_sql})"
+        ),
+    )
+    .await?;
+    add_prompt_counts(&mut summary, &counts);
+    let values = collect(&ctx, &values_sql).await?;
+    add_reward_stats(&mut summary, &values);
+    Ok(summary)
+}
+
+/// Whether `location` is a complete stage output (and of which stage), an incomplete one, or
+/// not one at all.
+async fn stage_output_status(location: &crate::storage::Location, path: &str) -> Result<String> {
+    Ok(if location.head().await?.is_none() {
+        match Manifest::read_dir(location).await? {
             Some(m) => format!(
                 "complete (stage {}, {} part{})",
                 m.stage,
@@ -66,19 +94,20 @@ pub async fn inspect(path: &str, columns: &ColumnMap) -> Result<Summary> {
         }
     } else {
         "not a stage output".to_string()
-    };
-    let files = input::resolve_any(path).await?;
-    let infos = files.infos().await?;
-    let schema = &infos[0].schema;
-    let has = |c: &str| schema.field_with_name(c).is_ok();
-    let mut summary = Summary {
+    })
+}
+
+/// The summary the footers give (files, bytes, rows, columns); layout `unknown`, no statistics.
+fn footer_summary(path: &str, infos: &[FileInfo], stage_output: String) -> Summary {
+    Summary {
         path: path.to_string(),
         files: infos.len(),
         bytes: infos.iter().map(|i| i.bytes).sum(),
         rows: infos.iter().map(|i| i.rows).sum(),
         stage_output,
         layout: "unknown".into(),
-        columns: schema
+        columns: infos[0]
+            .schema
             .fields()
             .iter()
             .map(|f| (f.name().clone(), f.data_type().to_string()))
@@ -90,55 +119,57 @@ pub async fn inspect(path: &str, columns: &ColumnMap) -> Result<Summary> {
         nan_rewards: None,
         infinite_rewards: None,
         reward_quantiles: None,
-    };
-    let ctx = crate::session::new_context(0)?;
-    crate::session::register_parquet(&ctx, "t", &files.files).await?;
+    }
+}
+
+/// The layout of a table with `schema` (`pairs`, `wide` or `long`), the SQL of its rewards
+/// (column `r`) and the SQL of its responses per prompt (columns `id`, `n`) over table `t`;
+/// `None` when the layout is unknown.
+async fn layout_queries(
+    files: InputFiles,
+    schema: &Schema,
+    columns: &ColumnMap,
+) -> Option<(&'static str, String, String)> {
+    let has = |c: &str| schema.field_with_name(c).is_ok();
     let pid = if has(&columns.prompt_id) {
         ident(&columns.prompt_id)
     } else {
         format!("hf_prompt_id({})", ident(&columns.prompt))
     };
-    let (values_sql, per_prompt_sql) = if has("chosen") && has("rejected") && has("rating_gap") {
-        summary.layout = "pairs".into();
-        (
+    if has("chosen") && has("rejected") && has("rating_gap") {
+        return Some((
+            "pairs",
             "SELECT CAST(rating_gap AS DOUBLE) AS r FROM t".to_string(),
             format!("SELECT {pid} AS id, 1 AS n FROM t"),
-        )
-    } else {
-        let probe = input::validate(files, columns, None).await;
-        match probe.map(|v| v.layout) {
-            Ok(Layout::Wide) => {
-                summary.layout = "wide".into();
-                let scores = ident(&columns.scores);
-                (
-                    format!(
-                        "SELECT CAST(r AS DOUBLE) AS r FROM (SELECT unnest({scores}) AS r FROM t)"
-                    ),
-                    format!(
-                        "SELECT {pid} AS id, CAST(coalesce(cardinality({scores}), 0) AS BIGINT) AS n FROM t"
-                    ),
-                )
-            }
-            Ok(Layout::Long) => {
-                summary.layout = "long".into();
-                (
-                    format!(
-                        "SELECT CAST({} AS DOUBLE) AS r FROM t",
-                        ident(&columns.reward)
-                    ),
-                    format!("SELECT {pid} AS id, count(*) AS n FROM t GROUP BY {pid}"),
-                )
-            }
-            Err(_) => return Ok(summary),
+        ));
+    }
+    let probe = input::validate(files, columns, None).await;
+    match probe.map(|v| v.layout) {
+        Ok(Layout::Wide) => {
+            let scores = ident(&columns.scores);
+            Some((
+                "wide",
+                format!("SELECT CAST(r AS DOUBLE) AS r FROM (SELECT unnest({scores}) AS r FROM t)"),
+                format!(
+                    "SELECT {pid} AS id, CAST(coalesce(cardinality({scores}), 0) AS BIGINT) AS n FROM t"
+                ),
+            ))
         }
-    };
-    let counts = collect(
-        &ctx,
-        &format!(
-            "SELECT count(DISTINCT id), CAST(sum(n) AS BIGINT), CAST(min(n) AS DOUBLE), CAST(median(n) AS DOUBLE), CAST(max(n) AS DOUBLE) FROM ({per_prompt_sql})"
-        ),
-    )
-    .await?;
+        Ok(Layout::Long) => Some((
+            "long",
+            format!(
+                "SELECT CAST({} AS DOUBLE) AS r FROM t",
+                ident(&columns.reward)
+            ),
+            format!("SELECT {pid} AS id, count(*) AS n FROM t GROUP BY {pid}"),
+        )),
+        Err(_) => None,
+    }
+}
+
+/// Fills in prompts (and, except for pairs, responses and responses per prompt) from the
+/// result of the per-prompt counting query.
+fn add_prompt_counts(summary: &mut Summary, counts: &[RecordBatch]) {
     if let Some(b) = counts.first().filter(|b| b.num_rows() > 0) {
         summary.prompts = Some(b.column(0).as_primitive::<Int64Type>().value(0) as u64);
         if summary.layout != "pairs" {
@@ -147,9 +178,12 @@ pub async fn inspect(path: &str, columns: &ColumnMap) -> Result<Summary> {
             summary.responses_per_prompt = Some([f(2), f(3), f(4)]);
         }
     }
-    let values = collect(&ctx, &values_sql).await?;
+}
+
+/// Fills in the null, NaN and infinite counts and the quantiles of the finite rewards `values`.
+fn add_reward_stats(summary: &mut Summary, values: &[RecordBatch]) {
     let (mut finite, mut nulls, mut nans, mut infs) = (Vec::new(), 0u64, 0u64, 0u64);
-    for batch in &values {
+    for batch in values {
         let col = batch.column(0).as_primitive::<Float64Type>();
         for i in 0..col.len() {
             if col.is_null(i) {
@@ -171,5 +205,4 @@ pub async fn inspect(path: &str, columns: &ColumnMap) -> Result<Summary> {
         let at = |q: f64| finite[((finite.len() - 1) as f64 * q).round() as usize];
         summary.reward_quantiles = Some(QUANTILES.iter().map(|&q| (q, at(q))).collect());
     }
-    Ok(summary)
 }

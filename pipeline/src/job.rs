@@ -1,18 +1,88 @@
-//! Jobs: a TOML list of stages run in order, each reading the previous stage's output unless
-//! it names an input. A stage whose output already holds a manifest with the same stage and
-//! config hash is up to date and is skipped (unless forced), so a rerun after a crash resumes
-//! at the first stage without a valid manifest.
+//! The one job runner: a TOML list of stages run in order, each a typed [`Stage`] built by a
+//! [`StageRegistry`]. Whatever is the same for every stage happens here and nowhere else:
+//!
+//! * a stage reads the previous stage's table unless it names an `input` (a stage that writes
+//!   no table, `train`, is skipped over);
+//! * a stage is up to date when its output holds a manifest of the same stage whose hash is
+//!   the hash of the stage's resolved settings (model content hashes included) and its input
+//!   files; then it is skipped unless forced, so a rerun after a crash resumes at the first
+//!   stage without a valid manifest;
+//! * CLI subcommands run their one stage through [`run_stage`], always (forced).
 
+use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use futures::future::BoxFuture;
-
-use crate::config::{JobConfig, ModelStageConfig, StageConfig};
 use crate::error::{Error, Result};
-use crate::input;
+use crate::input::{self, FileInfo};
 use crate::manifest::Manifest;
-use crate::stages::select::{self, RunOptions};
-use crate::stages::{augment, clean, export, route, select_margin, synth};
+use crate::stage::{RunOptions, Stage, StageContext, StageRegistry, stage_hash};
+use crate::storage::Location;
+
+/// A job file as written: a name, storage settings and the stages' tables, which
+/// [`Job::parse`] turns into typed stages at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct JobFile {
+    /// A name for logs (default: the file's stem).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// How S3 stores are reached (endpoint, region, retries, concurrency); credentials come
+    /// from the environment only.
+    #[serde(default)]
+    pub storage: Option<crate::storage::StorageSettings>,
+    /// The stages, each a table with its `kind`.
+    pub stages: Vec<toml::Table>,
+}
+
+/// A job: typed stages, run in order.
+#[derive(Debug)]
+pub struct Job {
+    /// Names the job file in messages.
+    pub source: String,
+    /// Storage settings, if the job has any.
+    pub storage: Option<crate::storage::StorageSettings>,
+    /// The stages.
+    pub stages: Vec<Box<dyn Stage>>,
+}
+
+impl Job {
+    /// Parses a job's TOML text; every stage is built (and its keys checked) before any runs.
+    pub fn parse(text: &str, source: &str, registry: &StageRegistry) -> Result<Self> {
+        let file: JobFile = crate::config::parse_toml(text, source)?;
+        if file.stages.is_empty() {
+            return Err(Error::config(source, "the job has no stages"));
+        }
+        if let Some(settings) = &file.storage {
+            settings.validate(&format!("{source}: [storage]"))?;
+        }
+        let stages = file
+            .stages
+            .into_iter()
+            .enumerate()
+            .map(|(i, table)| {
+                let kind = table.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
+                let key = format!("{source}: stages[{i}] ({kind})");
+                registry.parse(table, &key)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            source: source.to_string(),
+            storage: file.storage,
+            stages,
+        })
+    }
+
+    /// Reads and parses a job file.
+    pub fn load(path: &std::path::Path, registry: &StageRegistry) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+        Self::parse(&text, &path.display().to_string(), registry)
+    }
+
+    /// The key that names stage `i` in messages.
+    fn key(&self, i: usize) -> String {
+        format!("{}: stages[{i}] ({})", self.source, self.stages[i].kind())
+    }
+}
 
 /// What happened to one stage of a job.
 #[derive(Debug, Clone)]
@@ -27,209 +97,110 @@ pub struct StageRun {
     pub up_to_date: bool,
 }
 
-/// Runs the model stages of a job (sample, reward, score, train); the trainer crate provides
-/// it. `run` returns the stage's manifest and whether it was up to date (not rerun).
-pub trait ModelStages: Send + Sync {
-    /// Runs stage `kind` from `input` into `output`, unless its output is up to date (and
-    /// `force` is off). `key` names the stage in messages.
-    fn run<'a>(
-        &'a self,
-        kind: &'static str,
-        config: &'a ModelStageConfig,
-        input: Option<String>,
-        output: &'a str,
-        key: &'a str,
-        force: bool,
-    ) -> BoxFuture<'a, Result<(Manifest, bool)>>;
-}
-
-/// Runs every stage of `job`; model stages go to `models` (an error naming the stage when
-/// there is none).
-pub async fn run(
-    job: &JobConfig,
-    source_name: &str,
-    options: &RunOptions,
-    force: bool,
-    models: Option<&dyn ModelStages>,
-) -> Result<Vec<StageRun>> {
-    if job.stages.is_empty() {
-        return Err(Error::config(source_name, "the job has no stages"));
-    }
+/// Runs every stage of `job` in order.
+pub async fn run(job: &Job, options: &RunOptions, force: bool) -> Result<Vec<StageRun>> {
     if let Some(settings) = &job.storage {
-        settings.validate(&format!("{source_name}: [storage]"))?;
         crate::storage::configure(settings.clone());
     }
     let total = job.stages.len();
     let mut previous: Option<String> = None;
-    let mut runs = Vec::new();
+    let mut runs = Vec::with_capacity(total);
     for (i, stage) in job.stages.iter().enumerate() {
-        let key = format!("{source_name}: stages[{i}] ({})", stage.kind());
-        let output = stage
-            .output()
-            .ok_or_else(|| Error::config(&key, "missing key 'output'"))?
-            .to_string();
+        let key = job.key(i);
         info!(
             stage = stage.kind(),
             step = format!("{}/{total}", i + 1),
-            %output,
+            output = stage.output().unwrap_or("?"),
             "job: stage"
         );
-        let run = match stage {
-            StageConfig::Sample(config)
-            | StageConfig::Reward(config)
-            | StageConfig::Score(config)
-            | StageConfig::Train(config) => {
-                let Some(models) = models else {
-                    return Err(Error::config(
-                        &key,
-                        "this program cannot run model stages (use the prefsmith binary)",
-                    ));
-                };
-                let input = match (&config.input, &previous) {
-                    (Some(own), _) => Some(own.clone()),
-                    (None, previous) => previous.clone(),
-                };
-                let (manifest, up_to_date) = models
-                    .run(stage.kind(), config, input, &output, &key, force)
-                    .await?;
-                if up_to_date {
-                    skip(stage.kind(), output.clone(), manifest)
-                } else {
-                    fresh(stage.kind(), output.clone(), manifest)
-                }
-            }
-            StageConfig::Synth(config) => {
-                let hash = synth::synth_config_hash(config);
-                match up_to_date(&output, "synth", &hash, force).await? {
-                    Some(manifest) => skip("synth", output.clone(), manifest),
-                    None => fresh("synth", output.clone(), synth::run(config, &output).await?),
-                }
-            }
-            StageConfig::Route(config) => {
-                let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
-                let hash = config.hash(&input::resolve(&input).await?.infos().await?);
-                run_unless_up_to_date("route", &output, &hash, force, || {
-                    route::run(config, &input, &output)
-                })
-                .await?
-            }
-            StageConfig::Augment(config) => {
-                let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
-                let hash = config.hash(&input::resolve(&input).await?.infos().await?);
-                run_unless_up_to_date("augment", &output, &hash, force, || {
-                    augment::run(config, &input, &output)
-                })
-                .await?
-            }
-            StageConfig::Clean(config) => {
-                let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
-                let hash = config.hash(&input::resolve(&input).await?.infos().await?);
-                run_unless_up_to_date("clean", &output, &hash, force, || {
-                    clean::run(config, &input, &output)
-                })
-                .await?
-            }
-            StageConfig::SelectMargin(config) => {
-                let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
-                let hash = config.hash(&input::resolve(&input).await?.infos().await?);
-                run_unless_up_to_date("select-margin", &output, &hash, force, || {
-                    select_margin::run(config, &input, &output)
-                })
-                .await?
-            }
-            StageConfig::Export(config) => {
-                let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
-                let hash = config.hash(&input::resolve(&input).await?.infos().await?);
-                run_unless_up_to_date("export", &output, &hash, force, || {
-                    export::run(config, &input, &output)
-                })
-                .await?
-            }
-            StageConfig::Select(config) => {
-                let input = stage_input(config.input.as_ref(), previous.as_ref(), &key)?;
-                let validated = input::validate(
-                    input::resolve(&input).await?,
-                    &config.columns,
-                    config.input_format.response_layout()?,
-                )
-                .await?;
-                let hash = select::select_config_hash(config, &validated);
-                match up_to_date(&output, "select", &hash, force).await? {
-                    Some(manifest) => skip("select", output.clone(), manifest),
-                    None => fresh(
-                        "select",
-                        output.clone(),
-                        select::run(config, &input, &output, options).await?,
-                    ),
-                }
-            }
-        };
-        // A train stage writes a model, not a table: the next stage reads the last table.
-        if !matches!(stage, StageConfig::Train(_)) {
-            previous = Some(output);
+        let input = stage
+            .input()
+            .map(str::to_string)
+            .or_else(|| previous.clone());
+        let run = run_stage(stage.as_ref(), input.as_deref(), options, force, &key).await?;
+        if stage.writes_table() {
+            previous = Some(run.output.clone());
         }
         runs.push(run);
     }
     Ok(runs)
 }
 
-/// Runs a stage through `run` unless `output` already holds its manifest with `hash`.
-async fn run_unless_up_to_date<F, Fut>(
-    kind: &'static str,
-    output: &str,
-    hash: &str,
+/// Runs one stage unless its output is up to date (and `force` is off): the one up-to-date
+/// check of the project. `input` is the stage's input after defaulting; `key` names the stage
+/// in messages.
+pub async fn run_stage(
+    stage: &dyn Stage,
+    input: Option<&str>,
+    options: &RunOptions,
     force: bool,
-    run: F,
-) -> Result<StageRun>
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<Manifest>>,
-{
-    Ok(match up_to_date(output, kind, hash, force).await? {
-        Some(manifest) => skip(kind, output.to_string(), manifest),
-        None => fresh(kind, output.to_string(), run().await?),
+    key: &str,
+) -> Result<StageRun> {
+    let kind = stage.kind();
+    let output = stage
+        .output()
+        .ok_or_else(|| Error::config(key, "missing key 'output'"))?;
+    let input = if stage.reads_input() {
+        Some(input.ok_or_else(|| Error::config(key, "the first stage needs an 'input'"))?)
+    } else {
+        None
+    };
+    let inputs = match input {
+        Some(input) => input_files(input).await?,
+        None => Vec::new(),
+    };
+    let mut ctx = StageContext {
+        input,
+        output,
+        inputs: &inputs,
+        hash: "",
+        options,
+        key,
+        force,
+    };
+    let settings = stage.settings(&ctx).await?;
+    let hash = stage_hash(kind, &settings, &inputs);
+    if !force
+        && let Some(manifest) = Manifest::read_dir(&Location::parse(output)?).await?
+        && manifest.stage == kind
+        && manifest.config_hash == hash
+    {
+        info!(
+            stage = kind,
+            output, "up to date (same settings and inputs); skipped"
+        );
+        return Ok(StageRun {
+            kind,
+            output: output.to_string(),
+            manifest,
+            up_to_date: true,
+        });
+    }
+    ctx.hash = &hash;
+    let manifest = stage.run(&ctx).await?;
+    // A stage that recorded another hash would never be found up to date again.
+    debug_assert_eq!(
+        manifest.config_hash, hash,
+        "{key}: the stage recorded another hash"
+    );
+    Ok(StageRun {
+        kind,
+        output: output.to_string(),
+        manifest,
+        up_to_date: false,
     })
 }
 
-/// A stage's input: its own `input`, else the previous stage's output.
-fn stage_input(own: Option<&String>, previous: Option<&String>, key: &str) -> Result<String> {
-    match (own, previous) {
-        (Some(input), _) => Ok(input.clone()),
-        (None, Some(prev)) => Ok(prev.clone()),
-        (None, None) => Err(Error::config(key, "the first stage needs an 'input'")),
+/// The input files a stage hash lists: the footers of a table's files. A JSON Lines prompts
+/// file has no footer; `sample` puts its size and version tag into its settings instead.
+async fn input_files(input: &str) -> Result<Vec<FileInfo>> {
+    if is_json_lines(input) {
+        return Ok(Vec::new());
     }
+    input::resolve(input).await?.infos().await
 }
 
-async fn up_to_date(
-    output: &str,
-    stage: &str,
-    hash: &str,
-    force: bool,
-) -> Result<Option<Manifest>> {
-    if force {
-        return Ok(None);
-    }
-    let dir = crate::storage::Location::parse(output)?;
-    Ok(Manifest::read_dir(&dir)
-        .await?
-        .filter(|m| m.stage == stage && m.config_hash == hash))
-}
-
-fn skip(kind: &'static str, output: String, manifest: Manifest) -> StageRun {
-    info!(stage = kind, output = %output, "up to date (same config and inputs); skipped");
-    StageRun {
-        kind,
-        output,
-        manifest,
-        up_to_date: true,
-    }
-}
-
-fn fresh(kind: &'static str, output: String, manifest: Manifest) -> StageRun {
-    StageRun {
-        kind,
-        output,
-        manifest,
-        up_to_date: false,
-    }
+/// Whether `spec` names a JSON Lines file (read by `sample`) rather than a table.
+pub fn is_json_lines(spec: &str) -> bool {
+    spec.ends_with(".jsonl") || spec.ends_with(".json")
 }

@@ -16,9 +16,12 @@ pub mod input;
 pub mod inspect;
 pub mod job;
 pub mod manifest;
+pub mod metrics;
+pub mod progress;
 pub mod reader;
 pub mod session;
 pub mod sql;
+pub mod stage;
 pub mod stages;
 pub mod storage;
 

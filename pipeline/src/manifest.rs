@@ -1,4 +1,4 @@
-//! The stage contract (Decision 0): a stage writes `part-00000.parquet`, `part-00001.parquet`,
+//! The stage contract (`docs/ALGORITHMS.md` §0.3): a stage writes `part-00000.parquet`, `part-00001.parquet`,
 //! … and then `_manifest.json`; a directory is complete exactly when its manifest exists and
 //! lists its parts. [`StageWriter`] implements the protocol:
 //!
@@ -55,17 +55,6 @@ pub struct InputInfo {
     /// The store's version tag of the object read (S3: its ETag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
-}
-
-impl From<&crate::input::FileInfo> for InputInfo {
-    fn from(info: &crate::input::FileInfo) -> Self {
-        Self {
-            path: info.location.to_string(),
-            bytes: info.bytes,
-            rows: info.rows,
-            etag: info.etag.clone(),
-        }
-    }
 }
 
 /// `_manifest.json`: what a stage read, with which settings, and what it wrote.
@@ -464,10 +453,10 @@ impl StageWriter {
             }
         }
         manifest.rows = self.parts.iter().map(|p| p.rows).sum();
-        manifest.timing.peak_rss_bytes = crate::stages::peak_rss_bytes();
+        manifest.timing.peak_rss_bytes = crate::metrics::peak_rss_bytes();
         if manifest.timing.seconds == 0.0 {
             manifest.timing.seconds =
-                (crate::stages::now_unix() - manifest.timing.started_unix).max(0.0);
+                (crate::metrics::now_unix() - manifest.timing.started_unix).max(0.0);
         }
         manifest.parts = std::mem::take(&mut self.parts);
         let mut text =

@@ -1,6 +1,6 @@
 //! An ordered reader of Parquet files as a DataFusion table: files in the given order, rows in
 //! file order, one partition. Used where row order carries meaning — the long layout without a
-//! `response_index` column (Decision 2: the index is the row's position among its prompt's
+//! `response_index` column (`docs/ALGORITHMS.md` §2.3: the index is the row's position among its prompt's
 //! rows, assigned while reading, before any parallel step) and the streaming aggregation over
 //! input sorted by prompt id.
 

@@ -2,7 +2,7 @@
 
 use prefsmith_pipeline::formats::InputFormat;
 use prefsmith_pipeline::manifest::Manifest;
-use prefsmith_pipeline::stages::augment::{self, AugmentConfig};
+use prefsmith_pipeline::stages::augment::AugmentConfig;
 
 /// Arguments of `prefsmith augment`.
 #[derive(Debug, clap::Args)]
@@ -23,7 +23,7 @@ pub struct Args {
     input_format: Option<String>,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     let config = AugmentConfig {
         input: Some(args.input.clone()),
         output: Some(args.output.clone()),
@@ -33,8 +33,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             None => InputFormat::Auto,
         },
     };
-    let manifest = augment::run(&config, &args.input, &args.output).await?;
-    print_summary(&args.output.clone(), &manifest);
+    let run = super::run_stage(&config, threads).await?;
+    print_summary(&run.output, &run.manifest);
     Ok(())
 }
 

@@ -2,10 +2,9 @@
 
 use std::path::PathBuf;
 
-use prefsmith_pipeline::config::load_toml;
 use prefsmith_pipeline::formats::InputFormat;
 use prefsmith_pipeline::manifest::Manifest;
-use prefsmith_pipeline::stages::clean::{self, CleanConfig};
+use prefsmith_pipeline::stage::Overrides;
 
 /// Arguments of `prefsmith clean`; flags override `--config`.
 #[derive(Debug, clap::Args)]
@@ -27,19 +26,19 @@ pub struct Args {
     config: Option<PathBuf>,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let mut config: CleanConfig = match &args.config {
-        Some(path) => load_toml(path)?,
-        None => CleanConfig::default(),
-    };
-    if let Some(t) = args.temperature {
-        config.temperature = t;
-    }
+pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     if let Some(format) = &args.input_format {
-        config.input_format = InputFormat::parse(format)?;
+        InputFormat::parse(format)?;
     }
-    let manifest = clean::run(&config, &args.input, &args.output).await?;
-    print_summary(&args.output.clone(), &manifest);
+    let mut overrides = Overrides::from_file(args.config.as_deref())?;
+    overrides
+        .set("input", Some(args.input))
+        .set("output", Some(args.output))
+        .set("temperature", args.temperature)
+        .set("input-format", args.input_format);
+    let stage = super::build_stage(overrides, "clean")?;
+    let run = super::run_stage(stage.as_ref(), threads).await?;
+    print_summary(&run.output, &run.manifest);
     Ok(())
 }
 

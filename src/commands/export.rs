@@ -2,7 +2,7 @@
 
 use prefsmith_pipeline::formats::InputFormat;
 use prefsmith_pipeline::manifest::Manifest;
-use prefsmith_pipeline::stages::export::{self, ExportConfig, ExportFormat};
+use prefsmith_pipeline::stages::export::{ExportConfig, ExportFormat};
 
 /// Arguments of `prefsmith export`.
 #[derive(Debug, clap::Args)]
@@ -21,7 +21,7 @@ pub struct Args {
     input_format: Option<String>,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     let config = ExportConfig {
         input: Some(args.input.clone()),
         output: Some(args.output.clone()),
@@ -32,8 +32,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
         ..ExportConfig::default()
     };
-    let manifest = export::run(&config, &args.input, &args.output).await?;
-    print_summary(&args.output.clone(), &manifest);
+    let run = super::run_stage(&config, threads).await?;
+    print_summary(&run.output, &run.manifest);
     Ok(())
 }
 

@@ -1,6 +1,6 @@
 //! `prefsmith inspect`.
 
-use prefsmith_pipeline::config::ColumnMap;
+use prefsmith_pipeline::input::ColumnMap;
 use prefsmith_pipeline::inspect;
 
 /// Arguments of `prefsmith inspect`.

@@ -17,6 +17,8 @@ mod synth;
 mod train;
 
 use clap::{Parser, Subcommand};
+use prefsmith_pipeline::job::{self, StageRun};
+use prefsmith_pipeline::stage::{Overrides, RunOptions, Stage};
 
 /// Build DPO preference data the way the research says, and train on it.
 #[derive(Debug, Parser)]
@@ -64,19 +66,34 @@ enum Command {
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Sample(args) => sample::run(args).await,
-        Command::Reward(args) => reward::run(args).await,
-        Command::Score(args) => score::run(args).await,
+        Command::Sample(args) => sample::run(args, cli.threads).await,
+        Command::Reward(args) => reward::run(args, cli.threads).await,
+        Command::Score(args) => score::run(args, cli.threads).await,
         Command::Train(args) => train::run(args).await,
         Command::Run(args) => run::run(args, cli.threads).await,
         Command::Select(args) => select::run(args, cli.threads).await,
-        Command::Clean(args) => clean::run(args).await,
-        Command::SelectMargin(args) => select_margin::run(args).await,
-        Command::Augment(args) => augment::run(args).await,
-        Command::Export(args) => export::run(args).await,
-        Command::Route(args) => route::run(args).await,
+        Command::Clean(args) => clean::run(args, cli.threads).await,
+        Command::SelectMargin(args) => select_margin::run(args, cli.threads).await,
+        Command::Augment(args) => augment::run(args, cli.threads).await,
+        Command::Export(args) => export::run(args, cli.threads).await,
+        Command::Route(args) => route::run(args, cli.threads).await,
         Command::Sql(args) => sql::run(args, cli.threads).await,
-        Command::Synth(args) => synth::run(args).await,
+        Command::Synth(args) => synth::run(args, cli.threads).await,
         Command::Inspect(args) => inspect::run(args).await,
     }
+}
+
+/// Runs the one stage of a subcommand through the job runner, always (a subcommand is asked
+/// for explicitly, so it is never skipped as up to date).
+async fn run_stage(stage: &dyn Stage, threads: usize) -> anyhow::Result<StageRun> {
+    let key = format!("prefsmith {}", stage.kind());
+    let options = RunOptions { threads };
+    Ok(job::run_stage(stage, stage.input(), &options, true, &key).await?)
+}
+
+/// Builds stage `kind` as a job would: the keys of `--config FILE` (if given) with the
+/// flags in `overrides` applied over them.
+fn build_stage(overrides: Overrides, kind: &str) -> anyhow::Result<Box<dyn Stage>> {
+    let registry = prefsmith_trainer::job::stage_registry();
+    Ok(overrides.build(&registry, kind, &format!("prefsmith {kind}"))?)
 }

@@ -1,6 +1,6 @@
 //! The model options shared by `sample`, `reward` and `score`.
 
-use prefsmith_trainer::stages::ModelSettings;
+use prefsmith_model::settings::ModelSettings;
 
 /// Which model, on which device.
 #[derive(Debug, clap::Args)]

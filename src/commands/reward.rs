@@ -1,6 +1,6 @@
 //! `prefsmith reward`.
 
-use prefsmith_trainer::stages::reward::{self, RewardConfig, RewardMode};
+use prefsmith_trainer::stages::reward::{RewardConfig, RewardMode};
 
 use super::model_args::ModelArgs;
 
@@ -26,15 +26,17 @@ pub struct Args {
     precision: String,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     let config = RewardConfig {
+        input: Some(args.input.clone()),
+        output: Some(args.output.clone()),
         model: args.model.settings(),
         mode: RewardMode::parse(&args.mode)?,
         column: args.column,
         model_hash: None,
         precision: args.precision.parse()?,
     };
-    let manifest = reward::run(&config, &args.input, &args.output).await?;
+    let manifest = super::run_stage(&config, threads).await?.manifest;
     let stat = |k: &str| manifest.stats.get(k).cloned().unwrap_or_default();
     println!(
         "reward: {} responses scored by {} ({}) into {}",

@@ -2,9 +2,8 @@
 
 use std::path::PathBuf;
 
-use prefsmith_pipeline::config::load_toml;
 use prefsmith_pipeline::formats::InputFormat;
-use prefsmith_pipeline::stages::route::{self, RouteConfig};
+use prefsmith_pipeline::stage::Overrides;
 
 /// Arguments of `prefsmith route`; flags override `--config`.
 #[derive(Debug, clap::Args)]
@@ -32,21 +31,21 @@ pub struct Args {
     config: Option<PathBuf>,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let mut config: RouteConfig = match &args.config {
-        Some(path) => load_toml(path)?,
-        None => RouteConfig::default(),
-    };
-    config.route_threshold = args.route_threshold.or(config.route_threshold);
-    config.route_percentile = args.route_percentile.or(config.route_percentile);
-    if let Some(column) = args.margin_column {
-        config.margin_column = column;
-    }
+pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     if let Some(format) = &args.input_format {
-        config.input_format = InputFormat::parse(format)?;
+        InputFormat::parse(format)?;
     }
-    let manifest = route::run(&config, &args.input, &args.output).await?;
-    print_summary(&args.output.clone(), &manifest);
+    let mut overrides = Overrides::from_file(args.config.as_deref())?;
+    overrides
+        .set("input", Some(args.input))
+        .set("output", Some(args.output))
+        .set("route-threshold", args.route_threshold)
+        .set("route-percentile", args.route_percentile)
+        .set("margin-column", args.margin_column)
+        .set("input-format", args.input_format);
+    let stage = super::build_stage(overrides, "route")?;
+    let run = super::run_stage(stage.as_ref(), threads).await?;
+    print_summary(&run.output, &run.manifest);
     Ok(())
 }
 

@@ -2,9 +2,8 @@
 
 use std::path::PathBuf;
 
-use prefsmith_pipeline::config::{JobConfig, load_toml};
-use prefsmith_pipeline::job;
-use prefsmith_pipeline::stages::select::RunOptions;
+use prefsmith_pipeline::job::{self, Job};
+use prefsmith_pipeline::stage::RunOptions;
 
 /// Arguments of `prefsmith run`.
 #[derive(Debug, clap::Args)]
@@ -17,17 +16,8 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
-    let config: JobConfig = load_toml(&args.job)?;
-    let source = args.job.display().to_string();
-    let models = prefsmith_trainer::job::TrainerStages;
-    let runs = job::run(
-        &config,
-        &source,
-        &RunOptions { threads },
-        args.force,
-        Some(&models),
-    )
-    .await?;
+    let job = Job::load(&args.job, &prefsmith_trainer::job::stage_registry())?;
+    let runs = job::run(&job, &RunOptions { threads }, args.force).await?;
     for stage in &runs {
         let output = stage.output.clone();
         match stage.kind {

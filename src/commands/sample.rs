@@ -1,7 +1,7 @@
 //! `prefsmith sample`.
 
-use prefsmith_trainer::sampling::SamplingConfig;
-use prefsmith_trainer::stages::sample::{self, SampleConfig};
+use prefsmith_model::sampling::SamplingConfig;
+use prefsmith_trainer::stages::sample::SampleConfig;
 
 use super::model_args::ModelArgs;
 
@@ -44,8 +44,10 @@ pub struct Args {
     precision: String,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     let config = SampleConfig {
+        input: Some(args.prompts.clone()),
+        output: Some(args.output.clone()),
         model: args.model.settings(),
         sampling: SamplingConfig {
             n: args.n,
@@ -59,7 +61,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         limit: args.limit,
         model_hash: None,
     };
-    let manifest = sample::run(&config, &args.prompts, &args.output).await?;
+    let manifest = super::run_stage(&config, threads).await?.manifest;
     let stat = |k: &str| manifest.stats.get(k).cloned().unwrap_or_default();
     println!(
         "sample: {} prompts × {} responses written to {} ({} tokens, {:.1} tokens/s)",

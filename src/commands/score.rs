@@ -1,8 +1,8 @@
 //! `prefsmith score`.
 
 use prefsmith_pipeline::formats::InputFormat;
-use prefsmith_trainer::stages::score::{self, Role, ScoreConfig};
-use prefsmith_trainer::train::config::Truncation;
+use prefsmith_trainer::stages::pairs::Truncation;
+use prefsmith_trainer::stages::score::{Role, ScoreConfig};
 
 use super::model_args::ModelArgs;
 
@@ -41,8 +41,10 @@ pub struct Args {
     precision: String,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     let config = ScoreConfig {
+        input: Some(args.input.clone()),
+        output: Some(args.output.clone()),
         model: args.model.settings(),
         role: Role::parse(&args.role)?,
         input_format: match &args.input_format {
@@ -60,7 +62,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
         precision: args.precision.parse()?,
     };
-    let manifest = score::run(&config, &args.input, &args.output).await?;
+    let manifest = super::run_stage(&config, threads).await?.manifest;
     let stat = |k: &str| manifest.stats.get(k).cloned().unwrap_or_default();
     println!(
         "score: {} sequences ({} tokens) scored as {} by {}{} into {}",

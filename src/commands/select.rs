@@ -2,11 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-use prefsmith_pipeline::config::{KValue, SelectConfig, Strategy, load_toml};
 use prefsmith_pipeline::formats::InputFormat;
 use prefsmith_pipeline::manifest::Manifest;
-use prefsmith_pipeline::stages::select::{self, RunOptions};
+use prefsmith_pipeline::stage::Overrides;
+use prefsmith_pipeline::stages::select::config::Strategy;
 
 /// Arguments of `prefsmith select`; flags override `--config`.
 #[derive(Debug, clap::Args)]
@@ -55,57 +54,31 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
-    let mut config: SelectConfig = match &args.config {
-        Some(path) => load_toml(path)?,
-        None => SelectConfig::default(),
-    };
+    // Parsed here first so that a bad flag is named as the flag's own parser names it.
     if let Some(s) = &args.strategy {
-        config.strategy = Strategy::parse(s)?;
-    }
-    if let Some(k) = args.chosen_k {
-        config.chosen_k = Some(KValue::Text(k));
-    }
-    if let Some(k) = args.rejected_k {
-        config.rejected_k = Some(KValue::Text(k));
-    }
-    if let Some(seed) = args.seed {
-        config.seed = seed;
-    }
-    if let Some(ddof) = args.ddof {
-        config.ddof = ddof;
-    }
-    if let Some(rows) = args.max_rows_per_file {
-        config.max_rows_per_file = rows;
-    }
-    if let Some(column) = &args.partition_by {
-        config.partition_by = Some(column.clone());
+        Strategy::parse(s)?;
     }
     if let Some(format) = &args.input_format {
-        config.input_format = InputFormat::parse(format)?;
+        InputFormat::parse(format)?;
     }
-    if let Some(column) = &args.reward_column {
-        config.columns.reward = column.clone();
-        config.columns.scores = column.clone();
-    }
-    if args.input_sorted.is_some() {
-        config.input_sorted = args.input_sorted;
-    }
-    if let Some(input) = args.input {
-        config.input = Some(input);
-    }
-    if let Some(output) = &args.output {
-        config.output = Some(output.clone());
-    }
-    let input = config
-        .input
-        .clone()
-        .context("missing --input (or `input` in --config)")?;
-    let output = config
-        .output
-        .clone()
-        .context("missing --output (or `output` in --config)")?;
-    let manifest = select::run(&config, &input, &output, &RunOptions { threads }).await?;
-    print_summary(&output, &manifest);
+    let mut overrides = Overrides::from_file(args.config.as_deref())?;
+    overrides
+        .set("input", args.input)
+        .set("output", args.output)
+        .set("strategy", args.strategy)
+        .set("chosen-k", args.chosen_k)
+        .set("rejected-k", args.rejected_k)
+        .number("seed", args.seed)
+        .number("ddof", args.ddof)
+        .number("max-rows-per-file", args.max_rows_per_file)
+        .set("partition-by", args.partition_by)
+        .set("input-sorted", args.input_sorted)
+        .set("input-format", args.input_format)
+        .set("columns.reward", args.reward_column.clone())
+        .set("columns.scores", args.reward_column);
+    let stage = super::build_stage(overrides, "select")?;
+    let run = super::run_stage(stage.as_ref(), threads).await?;
+    print_summary(&run.output, &run.manifest);
     Ok(())
 }
 

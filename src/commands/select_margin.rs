@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use prefsmith_pipeline::config::load_toml;
 use prefsmith_pipeline::formats::InputFormat;
 use prefsmith_pipeline::manifest::Manifest;
-use prefsmith_pipeline::stages::select_margin::{self, MarginSource, SelectMarginConfig};
+use prefsmith_pipeline::stage::Overrides;
+use prefsmith_pipeline::stages::select_margin::MarginSource;
 
 /// Arguments of `prefsmith select-margin`; flags override `--config`.
 #[derive(Debug, clap::Args)]
@@ -39,29 +39,34 @@ pub struct Args {
     config: Option<PathBuf>,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let mut config: SelectMarginConfig = match &args.config {
-        Some(path) => load_toml(path)?,
-        None => SelectMarginConfig::default(),
-    };
-    if args.top_k.is_some() || args.fraction.is_some() {
-        config.top_k = args.top_k;
-        config.fraction = args.fraction;
-    }
-    if let Some(sources) = &args.sources {
-        config.sources = Some(MarginSource::parse_list(sources)?);
-    }
-    if let Some(d) = args.external_divisor {
-        config.external_divisor = d;
-    }
-    if let Some(d) = args.implicit_divisor {
-        config.implicit_divisor = d;
-    }
+pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     if let Some(format) = &args.input_format {
-        config.input_format = InputFormat::parse(format)?;
+        InputFormat::parse(format)?;
     }
-    let manifest = select_margin::run(&config, &args.input, &args.output).await?;
-    print_summary(&args.output.clone(), &manifest);
+    let sources = match &args.sources {
+        Some(text) => {
+            let sources = MarginSource::parse_list(text)?;
+            Some(sources.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+        }
+        None => None,
+    };
+    let mut overrides = Overrides::from_file(args.config.as_deref())?;
+    // The two sizes exclude each other: a flag for either replaces both of the file's.
+    if args.top_k.is_some() || args.fraction.is_some() {
+        overrides.remove("top-k").remove("fraction");
+    }
+    overrides
+        .set("input", Some(args.input))
+        .set("output", Some(args.output))
+        .number("top-k", args.top_k)
+        .set("fraction", args.fraction)
+        .set("sources", sources)
+        .set("external-divisor", args.external_divisor)
+        .set("implicit-divisor", args.implicit_divisor)
+        .set("input-format", args.input_format);
+    let stage = super::build_stage(overrides, "select-margin")?;
+    let run = super::run_stage(stage.as_ref(), threads).await?;
+    print_summary(&run.output, &run.manifest);
     Ok(())
 }
 

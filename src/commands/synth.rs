@@ -1,7 +1,6 @@
 //! `prefsmith synth`.
 
-use prefsmith_pipeline::config::{SynthConfig, SynthLayout};
-use prefsmith_pipeline::stages::synth;
+use prefsmith_pipeline::stages::synth::{SynthConfig, SynthLayout};
 
 /// Arguments of `prefsmith synth`.
 #[derive(Debug, clap::Args)]
@@ -38,7 +37,7 @@ pub struct Args {
     seed: u64,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     let layout = match args.layout.as_str() {
         "long" => SynthLayout::Long,
         "wide" => SynthLayout::Wide,
@@ -56,7 +55,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         null_fraction: args.null_fraction,
         seed: args.seed,
     };
-    let manifest = synth::run(&config, &args.output).await?;
+    let manifest = super::run_stage(&config, threads).await?.manifest;
     println!(
         "synth: {} rows in {} parts written to {}",
         manifest.rows,

@@ -1,4 +1,4 @@
-//! Label cleaning (robust PCA, Decision 5): the solver against an independent numpy
+//! Label cleaning (robust PCA, `docs/ALGORITHMS.md` §5): the solver against an independent numpy
 //! implementation, and recovery of true rankings from synthetic corrupted and incomplete
 //! comparisons.
 

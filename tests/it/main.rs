@@ -12,6 +12,9 @@
 //! * `s3` — stages on a real S3 server (SeaweedFS, started by the tests): identical output,
 //!   named errors, and nothing that looks complete after a failure;
 //! * `train` — the trainer: losses vs numpy, learning, MixDPO, exact resume, bad input.
+//!
+//! A few of these files run past 600 lines: each holds one component's tests with the fixtures
+//! they share (a synthetic table, a started server), and every test is its own short unit.
 
 mod augment;
 mod bad_input;

@@ -14,14 +14,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use prefsmith_trainer::DeviceSpec;
-use prefsmith_trainer::LanguageModel;
-use prefsmith_trainer::reward::{judge, judge_sequences};
-use prefsmith_trainer::sampling::{SamplingConfig, generate};
-use prefsmith_trainer::scoring::{
-    PaddingSide, Precision, ScoreItem, ScoreOptions, next_token_logits, score_sequences,
+use prefsmith_model::DeviceSpec;
+use prefsmith_model::LanguageModel;
+use prefsmith_model::reward::{judge, judge_sequences};
+use prefsmith_model::sampling::{SamplingConfig, generate};
+use prefsmith_model::scoring::{
+    PaddingSide, Precision, ScoreOptions, next_token_logits, score_sequences,
 };
-use prefsmith_trainer::tokenizer::ChatMessage;
+use prefsmith_model::sequence::ScoreItem;
+use prefsmith_model::tokenizer::ChatMessage;
 use serde_json::{Value, json};
 
 use crate::common::{data, fails, manifest, ok, prefsmith, python_script, repo, tempdir};
@@ -303,10 +304,10 @@ fn hugging_face_checkpoints_equal_numpy() {
         &["--seed", "4", "--tied", "--bias"][..],
     ] {
         let dir = tiny_hf(flags);
-        let (model, _) = prefsmith_trainer::weights::load_model(dir.path(), &device).unwrap();
+        let (model, _) = prefsmith_model::weights::load_model(dir.path(), &device).unwrap();
         let expected = numpy("logits", dir.path(), &json!({ "sequences": sequences }));
         for (s, reference) in sequences.iter().zip(expected["logits"].as_array().unwrap()) {
-            let hidden = prefsmith_trainer::scoring::last_hidden(&model, &[s], 0, &device);
+            let hidden = prefsmith_model::scoring::last_hidden(&model, &[s], 0, &device);
             let ours: Vec<f32> = model
                 .logits(hidden)
                 .into_data()
@@ -318,7 +319,7 @@ fn hugging_face_checkpoints_equal_numpy() {
         }
     }
     let dir = tiny_hf(&["--seed", "5", "--classifier"]);
-    let (model, _) = prefsmith_trainer::weights::load_model(dir.path(), &device).unwrap();
+    let (model, _) = prefsmith_model::weights::load_model(dir.path(), &device).unwrap();
     let expected = numpy(
         "classifier",
         dir.path(),
@@ -328,7 +329,7 @@ fn hugging_face_checkpoints_equal_numpy() {
         .iter()
         .zip(expected["rewards"].as_array().unwrap())
     {
-        let hidden = prefsmith_trainer::scoring::last_hidden(&model, &[s], 0, &device);
+        let hidden = prefsmith_model::scoring::last_hidden(&model, &[s], 0, &device);
         let ours: Vec<f32> = model
             .classify(hidden)
             .unwrap()

@@ -1,5 +1,5 @@
 //! Pair tables checked row by row against `tests/python/reference_select.py`, an independent
-//! numpy/pyarrow implementation of Decisions 1–2 written from the spec alone.
+//! numpy/pyarrow implementation of `docs/ALGORITHMS.md` §1–§2 written from the spec alone.
 
 use std::path::Path;
 

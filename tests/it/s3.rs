@@ -16,8 +16,7 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
-use prefsmith_pipeline::config::{JobConfig, SelectConfig};
-use prefsmith_pipeline::stages::select::{self, RunOptions};
+use prefsmith_pipeline::stages::select::{self, RunOptions, SelectConfig};
 use prefsmith_pipeline::storage;
 
 use crate::common::{data, fails, ok, tempdir};
@@ -122,7 +121,7 @@ fn job_on_s3_writes_what_local_disk_gets_and_a_rerun_does_nothing() {
         let local = manifest_json(&std::fs::read(local_dir.join("_manifest.json")).unwrap());
         let remote =
             manifest_json(&rt.block_on(get(&store, &format!("out/{stage}/_manifest.json"))));
-        // Identical as Decision 0 defines it: the same parts with the same rows and bytes, the
+        // Identical as `docs/ALGORITHMS.md` §0.5 defines it: the same parts with the same rows and bytes, the
         // same statistics; only timing (and the input paths, which name different stores) differ.
         assert_eq!(local["parts"], remote["parts"], "{stage}");
         assert_eq!(local["stats"], remote["stats"], "{stage}");
@@ -411,14 +410,10 @@ impl ObjectStore for FailingStore {
 }
 
 fn select_config(max_rows_per_file: usize) -> SelectConfig {
-    let job: JobConfig = toml::from_str(&format!(
-        "[[stages]]\nkind = \"select\"\noutput = \"x\"\nstrategy = \"sweet-spot\"\nmax-rows-per-file = {max_rows_per_file}\n"
+    toml::from_str(&format!(
+        "output = \"x\"\nstrategy = \"sweet-spot\"\nmax-rows-per-file = {max_rows_per_file}\n"
     ))
-    .expect("a select config");
-    match job.stages.into_iter().next() {
-        Some(prefsmith_pipeline::config::StageConfig::Select(config)) => config,
-        _ => unreachable!("the job has one select stage"),
-    }
+    .expect("a select config")
 }
 
 #[test]

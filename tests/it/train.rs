@@ -16,12 +16,13 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::arrow::ArrowWriter;
+use prefsmith_model::rng::Rng;
+use prefsmith_model::scoring::{ScoreOptions, score_sequences};
+use prefsmith_model::sequence::ScoreItem;
+use prefsmith_model::{DeviceSpec, LanguageModel};
 use prefsmith_trainer::losses::{LossKind, LossParams, PairBatch, PairLogps, per_pair};
-use prefsmith_trainer::rng::Rng;
-use prefsmith_trainer::scoring::{ScoreItem, ScoreOptions, score_sequences};
 use prefsmith_trainer::train::config::TrainConfig;
 use prefsmith_trainer::train::{TrainOptions, train};
-use prefsmith_trainer::{DeviceSpec, LanguageModel};
 use serde_json::{Value, json};
 
 use crate::common::{fails, ok, prefsmith, python_script, tempdir};
@@ -287,7 +288,7 @@ fn a_tiny_model_learns_a_synthetic_preference() {
     // trainer must take them from the table.
     let device = DeviceSpec::Cpu.device().unwrap();
     let lm = LanguageModel::tiny(0, &device).unwrap();
-    let user = |t: &str| vec![prefsmith_trainer::tokenizer::ChatMessage::new("user", t)];
+    let user = |t: &str| vec![prefsmith_model::tokenizer::ChatMessage::new("user", t)];
     let mut items = Vec::new();
     for i in 0..task.prompt.len() {
         for response in [&task.chosen[i], &task.rejected[i]] {
@@ -420,7 +421,7 @@ fn mixdpo_trains_dpo_pairs_in_curriculum_order_then_sft_raises_chosen_logps() {
     // from its Hugging Face directory) against the starting weights.
     let device = DeviceSpec::Cpu.device().unwrap();
     let lm = LanguageModel::tiny(0, &device).unwrap();
-    let user = |t: &str| vec![prefsmith_trainer::tokenizer::ChatMessage::new("user", t)];
+    let user = |t: &str| vec![prefsmith_model::tokenizer::ChatMessage::new("user", t)];
     let items: Vec<ScoreItem> = (0..task.prompt.len())
         .filter(|&i| route[i] == "sft")
         .map(|i| ScoreItem {
@@ -442,7 +443,7 @@ fn mixdpo_trains_dpo_pairs_in_curriculum_order_then_sft_raises_chosen_logps() {
     let expected = crate::model::numpy("logits", &model_dir, &json!({ "sequences": sequences }));
     let trained = LanguageModel::load(&model_dir.display().to_string(), &device).unwrap();
     for (s, reference) in sequences.iter().zip(expected["logits"].as_array().unwrap()) {
-        let ours = prefsmith_trainer::scoring::next_token_logits(&trained, s).unwrap();
+        let ours = prefsmith_model::scoring::next_token_logits(&trained, s).unwrap();
         for (a, b) in ours.iter().zip(reference.as_array().unwrap()) {
             let b = b.as_f64().unwrap();
             assert!((*a as f64 - b).abs() < 1e-3, "{a} vs {b}");
@@ -827,7 +828,7 @@ fn accumulated_micro_batches_equal_one_large_batch() {
             ))
             .unwrap();
         weights.push(
-            prefsmith_trainer::weights::WeightSet::load_safetensors(
+            prefsmith_model::weight_set::WeightSet::load_safetensors(
                 &output.join("model/model.safetensors"),
             )
             .unwrap(),

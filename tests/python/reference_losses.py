@@ -1,4 +1,4 @@
-"""Independent float64 reference for the trainer's losses (docs/ALGORITHMS.md Decisions 7, 9, §8).
+"""Independent float64 reference for the trainer's losses (docs/ALGORITHMS.md §7 and §9).
 
 Reads JSON from the file named by the first argument: per-pair arrays pc, pr (policy log-probs of chosen / rejected), rc, rr
 (reference), lc, lr (response lengths in tokens), gap (normalised rating gap or null), and the

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent numpy implementation of prefsmith's robust PCA (Decision 5), compared with the
+"""Independent numpy implementation of prefsmith's robust PCA (`docs/ALGORITHMS.md` §5), compared with the
 Rust solver's L and S.
 
 Input: a JSON list of cases {n, x, observed (null = all), low_rank, sparse, iterations,

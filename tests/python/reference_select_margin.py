@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Independent reference for prefsmith's ``select-margin`` stage (BeeS / DM-MUL).
 
-Written from the spec (docs: Decision 3) without looking at the Rust code's
+Written from the spec (`docs/ALGORITHMS.md` §3) without looking at the Rust code's
 structure. Two commands:
 
 ``make-input --source UF.parquet --output OUT.parquet``

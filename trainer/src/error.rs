@@ -1,27 +1,19 @@
-//! The trainer's errors. Each names what it is about (the model file, the tensor, the column,
-//! the row) so a user can fix the input without reading code.
+//! The trainer's errors: the model layer's ([`prefsmith_model::Error`], passed through with
+//! its text), the pipeline's, and those of the model stages and training. Each names what it
+//! is about (the column, the row, the setting) so a user can fix the input without reading code.
 
 use std::path::PathBuf;
 
 /// Result with the trainer's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong loading models, tokenizing, scoring, sampling or training.
+/// Everything that can go wrong in the model stages or in training.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A model file or directory that cannot be used.
-    #[error("model {path}: {message}")]
-    Model {
-        /// The file or directory.
-        path: PathBuf,
-        /// What is wrong with it.
-        message: String,
-    },
-    /// A tokenizer that cannot be built or used.
-    #[error("tokenizer: {0}")]
-    Tokenizer(String),
-    /// Input data the model cannot process (an empty prompt, a sequence longer than the
-    /// context, a missing column).
+    /// Loading a model, tokenizing, scoring, sampling or judging.
+    #[error(transparent)]
+    Model(#[from] prefsmith_model::Error),
+    /// Input data the stages cannot process (a missing column, a null row).
     #[error("{0}")]
     Input(String),
     /// A configuration value that is out of range.
@@ -48,7 +40,8 @@ impl Error {
     /// program (exit code 1 instead of 2).
     pub fn is_data_problem(&self) -> bool {
         match self {
-            Self::Model { .. } | Self::Tokenizer(_) | Self::Input(_) | Self::Io { .. } => true,
+            Self::Input(_) | Self::Io { .. } => true,
+            Self::Model(e) => e.is_data_problem(),
             Self::Pipeline(e) => e.is_data_problem(),
             Self::Config(_) | Self::Arrow(_) => false,
         }

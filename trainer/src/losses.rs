@@ -1,4 +1,4 @@
-//! The preference losses of the trainer (`docs/ALGORITHMS.md` Decisions 4, 7, 9 and §8), on
+//! The preference losses of the trainer (`docs/ALGORITHMS.md` §4, §7 and §9), on
 //! tensors of per-sequence summed log-probabilities (`[pairs]`).
 //!
 //! With `h = (lp_θ(y_w) − lp_ref(y_w)) − (lp_θ(y_l) − lp_ref(y_l))`:
@@ -93,7 +93,7 @@ impl LossKind {
     }
 }
 
-/// The hyper-parameters of the losses (defaults of Decisions 7 and 9).
+/// The hyper-parameters of the losses (defaults of `docs/ALGORITHMS.md` §7.3 and §9.2).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct LossParams {
     /// β (IPO's τ). Default 0.1.

@@ -2,7 +2,7 @@
 //! `select_pair_scalable`, …) and by the pipeline's `select` stage.
 //!
 //! It is plain Rust over one prompt's responses, with no Arrow types, so that the aggregate,
-//! scalar and streaming forms cannot drift apart. The rules are Decisions 1 and 2 of
+//! scalar and streaming forms cannot drift apart. The rules are §1 and §2 of
 //! `docs/ALGORITHMS.md`:
 //!
 //! * a reward is valid when it is finite (null, NaN and ±inf are excluded and counted);
@@ -291,7 +291,7 @@ pub fn scalable_seed(run_seed: u64, prompt_id: &str) -> u64 {
     u64::from_le_bytes(first)
 }
 
-/// SplitMix64 (Steele, Lea & Flood 2014), the generator Decision 2 fixes for reproducibility.
+/// SplitMix64 (Steele, Lea & Flood 2014), the generator `docs/ALGORITHMS.md` §2.7 fixes for reproducibility.
 #[derive(Debug, Clone)]
 pub struct SplitMix64 {
     state: u64,

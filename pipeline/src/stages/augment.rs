@@ -1,4 +1,4 @@
-//! The `augment` stage: reward-augmented DPO data (Zhang et al., Decision 6). Each pair becomes
+//! The `augment` stage: reward-augmented DPO data (Zhang et al., `docs/ALGORITHMS.md` §6). Each pair becomes
 //! two rows: a `positive` copy conditioned on the chosen response's score, and a `negative` copy
 //! conditioned on the rejected response's score with the roles swapped. The conditioning is the
 //! released goal prompt (`prefsmith_udfs::scalar::goal_prompt`). Pairs whose two scores are
@@ -77,6 +77,34 @@ fn partner(name: &str, schema: &Schema) -> Option<usize> {
         return None;
     };
     schema.index_of(&other).ok()
+}
+
+impl crate::stage::Stage for AugmentConfig {
+    fn kind(&self) -> &'static str {
+        "augment"
+    }
+
+    fn input(&self) -> Option<&str> {
+        self.input.as_deref()
+    }
+
+    fn output(&self) -> Option<&str> {
+        self.output.as_deref()
+    }
+
+    fn settings<'a>(
+        &'a self,
+        _: &'a crate::stage::StageContext<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<serde_json::Value>> {
+        crate::stage::config_settings(self)
+    }
+
+    fn run<'a>(
+        &'a self,
+        ctx: &'a crate::stage::StageContext<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<Manifest>> {
+        Box::pin(async move { run(self, ctx.input()?, ctx.output).await })
+    }
 }
 
 /// Runs `augment` from `input` into `output`.
@@ -229,10 +257,29 @@ async fn augment_batch(
         col("score_chosen").as_primitive::<Float64Type>().clone(),
         col("score_rejected").as_primitive::<Float64Type>().clone(),
     );
-    let ids = Arc::clone(col("prompt_id"));
+    let (kept, ties) = untied_rows(&sc, &sr, col("prompt_id"), input)?;
+    if kept.is_empty() {
+        return Ok((0, ties));
+    }
+    let copies = Copies::new(batch, sc, sr, UInt32Array::from(kept), placement);
+    let columns = copies.columns(out_schema)?;
+    writer
+        .write(&RecordBatch::try_new(Arc::clone(out_schema), columns)?)
+        .await?;
+    Ok((copies.kept.len() as u64, ties))
+}
+
+/// The rows whose two scores differ, and how many rows tie; a row without two finite scores
+/// is an error naming it.
+fn untied_rows(
+    sc: &Float64Array,
+    sr: &Float64Array,
+    ids: &ArrayRef,
+    input: &str,
+) -> Result<(Vec<u32>, u64)> {
     let mut kept = Vec::new();
     let mut ties = 0u64;
-    for row in 0..batch.num_rows() {
+    for row in 0..sc.len() {
         let (c, r) = (
             sc.is_valid(row).then(|| sc.value(row)),
             sr.is_valid(row).then(|| sr.value(row)),
@@ -251,137 +298,223 @@ async fn augment_batch(
                     message: format!(
                         "row {} (prompt_id {}) has no finite scores; augment conditions on them",
                         row,
-                        string_at(&ids, row).unwrap_or("?")
+                        string_at(ids, row).unwrap_or("?")
                     ),
                 });
             }
         }
     }
-    if kept.is_empty() {
-        return Ok((0, ties));
+    Ok((kept, ties))
+}
+
+/// The message lists of one output column, one entry per output row (`None` = null list).
+type ListColumn = Vec<Option<Vec<Message>>>;
+
+/// The two copies of the kept pairs of one batch: what every output column is built from.
+struct Copies<'a> {
+    /// The sorted input batch.
+    batch: &'a RecordBatch,
+    /// Its schema.
+    schema: SchemaRef,
+    /// `score_chosen`, as `Float64`.
+    sc: Float64Array,
+    /// `score_rejected`, as `Float64`.
+    sr: Float64Array,
+    /// The rows of `batch` that are augmented.
+    kept: UInt32Array,
+    /// Per output row, (copy, k): 0 = positive, 1 = negative copy of kept row k.
+    order: Vec<(usize, usize)>,
+    /// Per output row, its goal text.
+    goals: Vec<String>,
+    /// Where the goal text goes.
+    placement: Placement,
+}
+
+impl<'a> Copies<'a> {
+    /// The copies of the `kept` rows of `batch`, each with the goal its score gives.
+    fn new(
+        batch: &'a RecordBatch,
+        sc: Float64Array,
+        sr: Float64Array,
+        kept: UInt32Array,
+        placement: Placement,
+    ) -> Self {
+        // Output row 2k is the positive copy of kept row k, 2k + 1 its negative copy.
+        let order: Vec<(usize, usize)> = (0..kept.len()).flat_map(|k| [(0, k), (1, k)]).collect();
+        let goals: Vec<String> = order
+            .iter()
+            .map(|&(copy, k)| {
+                let row = kept.value(k) as usize;
+                let score = if copy == 0 {
+                    sc.value(row)
+                } else {
+                    sr.value(row)
+                };
+                goal_prompt(score).expect("scores are finite")
+            })
+            .collect();
+        Self {
+            batch,
+            schema: batch.schema(),
+            sc,
+            sr,
+            kept,
+            order,
+            goals,
+            placement,
+        }
     }
-    let kept = UInt32Array::from(kept);
-    // Output row 2k is the positive copy of kept row k, 2k + 1 its negative copy.
-    let order: Vec<(usize, usize)> = (0..kept.len()).flat_map(|k| [(0, k), (1, k)]).collect();
-    let goals: Vec<String> = order
-        .iter()
-        .map(|&(copy, k)| {
-            let row = kept.value(k) as usize;
-            let score = if copy == 0 {
-                sc.value(row)
-            } else {
-                sr.value(row)
+
+    /// The input column `name` (checked to exist).
+    fn col(&self, name: &str) -> &'a ArrayRef {
+        self.batch
+            .column(self.schema.index_of(name).expect("checked"))
+    }
+
+    /// Every output column, in the order of `out_schema`.
+    fn columns(&self, out_schema: &SchemaRef) -> Result<Vec<ArrayRef>> {
+        let chosen_lists = self.conditioned_lists("chosen")?;
+        let rejected_lists = self.conditioned_lists("rejected")?;
+        let in_lists = self.goals_in_lists(chosen_lists.as_ref());
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(out_schema.fields().len());
+        for (i, field) in self.schema.fields().iter().enumerate() {
+            let name = field.name().as_str();
+            let column = match name {
+                "prompt" if is_message_list(field.data_type()) => {
+                    self.conditioned_prompt_lists(i, name)?
+                }
+                "prompt" => self.prepended_prompts(i, &in_lists),
+                "chosen" if chosen_lists.is_some() => {
+                    message_list_array(chosen_lists.as_ref().expect("checked"))
+                }
+                "rejected" if rejected_lists.is_some() => {
+                    message_list_array(rejected_lists.as_ref().expect("checked"))
+                }
+                "messages"
+                    if field.data_type() == &message_list_type() && chosen_lists.is_some() =>
+                {
+                    // The SFT conversation follows the row's chosen response.
+                    message_list_array(chosen_lists.as_ref().expect("checked"))
+                }
+                "rating_gap" => self.rating_gaps(),
+                _ => self.swapped_column(i, name)?,
             };
-            goal_prompt(score).expect("scores are finite")
-        })
-        .collect();
-    // The conditioned lists of each output row's chosen and rejected, when they are lists.
-    let conditioned = |name: &str| -> Result<Option<Vec<Option<Vec<Message>>>>> {
-        let column = col(name);
+            columns.push(column);
+        }
+        columns.push(self.copy_labels());
+        Ok(columns)
+    }
+
+    /// The conditioned lists of each output row's chosen or rejected (`name`), when they are
+    /// lists.
+    fn conditioned_lists(&self, name: &str) -> Result<Option<ListColumn>> {
+        let column = self.col(name);
         if !is_message_list(column.data_type()) {
             return Ok(None);
         }
-        order
+        self.order
             .iter()
-            .zip(&goals)
+            .zip(&self.goals)
             .map(|(&(copy, k), goal)| {
-                let row = kept.value(k) as usize;
+                let row = self.kept.value(k) as usize;
                 // The negative copy's chosen is the pair's rejected, and the other way round.
                 let source = match (copy, name) {
-                    (1, "chosen") => col("rejected"),
-                    (1, "rejected") => col("chosen"),
+                    (1, "chosen") => self.col("rejected"),
+                    (1, "rejected") => self.col("chosen"),
                     _ => column,
                 };
                 messages_at(source, name, row)?
-                    .map(|m| condition(&m, goal, placement))
+                    .map(|m| condition(&m, goal, self.placement))
                     .transpose()
             })
             .collect::<Result<Vec<_>>>()
             .map(Some)
-    };
-    let chosen_lists = conditioned("chosen")?;
-    let rejected_lists = conditioned("rejected")?;
-    // Whether a row's goal already sits in its response lists (they hold the prompt turns).
-    let in_lists: Vec<bool> = (0..order.len())
-        .map(|i| {
-            placement == Placement::SystemMessage
-                && chosen_lists.as_ref().is_some_and(|lists| {
-                    lists[i]
-                        .as_ref()
-                        .is_some_and(|m| m.iter().any(|m| m.role != "assistant"))
-                })
-        })
-        .collect();
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(out_schema.fields().len());
-    for (i, field) in schema.fields().iter().enumerate() {
-        let name = field.name().as_str();
-        let column = match name {
-            "prompt" if is_message_list(field.data_type()) => {
-                let rows = order
-                    .iter()
-                    .zip(&goals)
-                    .map(|(&(_, k), goal)| {
-                        messages_at(batch.column(i), name, kept.value(k) as usize)?
-                            .map(|m| condition(&m, goal, placement))
-                            .transpose()
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                message_list_array(&rows)
-            }
-            "prompt" => {
-                let prompts = batch.column(i);
-                let mut texts = StringBuilder::new();
-                for (j, &(_, k)) in order.iter().enumerate() {
-                    let text = string_at(prompts, kept.value(k) as usize).unwrap_or_default();
-                    if in_lists[j] {
-                        texts.append_value(text);
-                    } else {
-                        texts.append_value(prepend(&goals[j], text));
-                    }
-                }
-                Arc::new(texts.finish()) as ArrayRef
-            }
-            "chosen" if chosen_lists.is_some() => {
-                message_list_array(chosen_lists.as_ref().expect("checked"))
-            }
-            "rejected" if rejected_lists.is_some() => {
-                message_list_array(rejected_lists.as_ref().expect("checked"))
-            }
-            "messages" if field.data_type() == &message_list_type() && chosen_lists.is_some() => {
-                // The SFT conversation follows the row's chosen response.
-                message_list_array(chosen_lists.as_ref().expect("checked"))
-            }
-            "rating_gap" => {
-                let gaps: Float64Array = order
-                    .iter()
-                    .map(|(copy, k)| {
-                        let row = kept.value(*k) as usize;
-                        let gap = sc.value(row) - sr.value(row);
-                        Some(if *copy == 0 { gap } else { -gap })
-                    })
-                    .collect();
-                Arc::new(gaps)
-            }
-            _ => {
-                let positive = take(batch.column(i), &kept, None)?;
-                let negative = match partner(name, &schema) {
-                    Some(p) => take(batch.column(p), &kept, None)?,
-                    None => Arc::clone(&positive),
-                };
-                interleave(&[positive.as_ref(), negative.as_ref()], &order)?
-            }
-        };
-        columns.push(column);
     }
-    let copies: StringArray = order
-        .iter()
-        .map(|(copy, _)| Some(if *copy == 0 { "positive" } else { "negative" }))
-        .collect();
-    columns.push(Arc::new(copies));
-    writer
-        .write(&RecordBatch::try_new(Arc::clone(out_schema), columns)?)
-        .await?;
-    Ok((kept.len() as u64, ties))
+
+    /// Per output row, whether its goal already sits in its response lists (they hold the
+    /// prompt turns).
+    fn goals_in_lists(&self, chosen_lists: Option<&ListColumn>) -> Vec<bool> {
+        (0..self.order.len())
+            .map(|i| {
+                self.placement == Placement::SystemMessage
+                    && chosen_lists.is_some_and(|lists| {
+                        lists[i]
+                            .as_ref()
+                            .is_some_and(|m| m.iter().any(|m| m.role != "assistant"))
+                    })
+            })
+            .collect()
+    }
+
+    /// The message-list prompt column `i`, conditioned on each output row's goal.
+    fn conditioned_prompt_lists(&self, i: usize, name: &str) -> Result<ArrayRef> {
+        let rows = self
+            .order
+            .iter()
+            .zip(&self.goals)
+            .map(|(&(_, k), goal)| {
+                messages_at(self.batch.column(i), name, self.kept.value(k) as usize)?
+                    .map(|m| condition(&m, goal, self.placement))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(message_list_array(&rows))
+    }
+
+    /// The string prompt column `i`, with each output row's goal in front unless the goal
+    /// already sits in its lists.
+    fn prepended_prompts(&self, i: usize, in_lists: &[bool]) -> ArrayRef {
+        let prompts = self.batch.column(i);
+        let mut texts = StringBuilder::new();
+        for (j, &(_, k)) in self.order.iter().enumerate() {
+            let text = string_at(prompts, self.kept.value(k) as usize).unwrap_or_default();
+            if in_lists[j] {
+                texts.append_value(text);
+            } else {
+                texts.append_value(prepend(&self.goals[j], text));
+            }
+        }
+        Arc::new(texts.finish()) as ArrayRef
+    }
+
+    /// `rating_gap` recomputed per output row: chosen minus rejected score, negated for the
+    /// negative copy.
+    fn rating_gaps(&self) -> ArrayRef {
+        let gaps: Float64Array = self
+            .order
+            .iter()
+            .map(|(copy, k)| {
+                let row = self.kept.value(*k) as usize;
+                let gap = self.sc.value(row) - self.sr.value(row);
+                Some(if *copy == 0 { gap } else { -gap })
+            })
+            .collect();
+        Arc::new(gaps)
+    }
+
+    /// Column `i` (`name`) for every output row: the kept value in the positive copy, its
+    /// `…chosen…`/`…rejected…` partner's in the negative copy (itself when it has none).
+    fn swapped_column(&self, i: usize, name: &str) -> Result<ArrayRef> {
+        let positive = take(self.batch.column(i), &self.kept, None)?;
+        let negative = match partner(name, &self.schema) {
+            Some(p) => take(self.batch.column(p), &self.kept, None)?,
+            None => Arc::clone(&positive),
+        };
+        Ok(interleave(
+            &[positive.as_ref(), negative.as_ref()],
+            &self.order,
+        )?)
+    }
+
+    /// The `copy` column: `positive` or `negative` per output row.
+    fn copy_labels(&self) -> ArrayRef {
+        let copies: StringArray = self
+            .order
+            .iter()
+            .map(|(copy, _)| Some(if *copy == 0 { "positive" } else { "negative" }))
+            .collect();
+        Arc::new(copies)
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The `route` stage, MixDPO's data side (Decision 8): rank pairs by margin, descending and
+//! The `route` stage, MixDPO's data side (`docs/ALGORITHMS.md` §8): rank pairs by margin, descending and
 //! stable (`curriculum_rank`, from 1), and route the large-margin ones to DPO and the small-margin
 //! ones to SFT on the chosen response (`route` = `dpo` | `sft`).
 //!
@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::info;
@@ -115,6 +115,34 @@ impl RouteConfig {
     }
 }
 
+impl crate::stage::Stage for RouteConfig {
+    fn kind(&self) -> &'static str {
+        "route"
+    }
+
+    fn input(&self) -> Option<&str> {
+        self.input.as_deref()
+    }
+
+    fn output(&self) -> Option<&str> {
+        self.output.as_deref()
+    }
+
+    fn settings<'a>(
+        &'a self,
+        _: &'a crate::stage::StageContext<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<serde_json::Value>> {
+        crate::stage::config_settings(self)
+    }
+
+    fn run<'a>(
+        &'a self,
+        ctx: &'a crate::stage::StageContext<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<Manifest>> {
+        Box::pin(async move { run(self, ctx.input()?, ctx.output).await })
+    }
+}
+
 /// Runs `route` from `input` into `output`.
 pub async fn run(config: &RouteConfig, input: &str, output: &str) -> Result<Manifest> {
     let output = &crate::storage::Location::parse(output)?;
@@ -124,67 +152,21 @@ pub async fn run(config: &RouteConfig, input: &str, output: &str) -> Result<Mani
     let pairs = PairInput::open(input, config.input_format).await?;
     let infos = &pairs.infos;
     let schema = Arc::clone(pairs.schema.canonical());
-    let margin_at = schema
-        .index_of(&config.margin_column)
-        .map_err(|_| Error::MissingColumn {
-            file: infos[0].location.to_string(),
-            column: config.margin_column.clone(),
-            context: "the margin to route by".into(),
-        })?;
-    if !schema.field(margin_at).data_type().is_numeric() {
-        return Err(Error::WrongType {
-            file: infos[0].location.to_string(),
-            column: config.margin_column.clone(),
-            found: schema.field(margin_at).data_type().to_string(),
-            expected: "a number".into(),
-        });
-    }
+    let margin_at = margin_index(
+        &schema,
+        &config.margin_column,
+        &infos[0].location.to_string(),
+    )?;
     // Read every row in order (files in order, rows in file order): that order breaks ties.
     let batches = pairs.read_all().await?;
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     if rows == 0 {
         return Err(Error::EmptyInput { path: input.into() });
     }
-    let mut margins = Vec::with_capacity(rows);
-    for batch in &batches {
-        let m = cast(batch.column(margin_at), &DataType::Float64)?;
-        let m = m.as_primitive::<Float64Type>();
-        for i in 0..m.len() {
-            if m.is_null(i) || !m.value(i).is_finite() {
-                let id = batch
-                    .column_by_name("prompt_id")
-                    .and_then(|c| string_at(c, i).map(str::to_string));
-                return Err(Error::InvalidData {
-                    context: format!("{input}: column '{}'", config.margin_column),
-                    message: format!(
-                        "row {} (prompt_id {}) has margin {}; every pair needs a finite margin",
-                        margins.len(),
-                        id.unwrap_or_else(|| "?".into()),
-                        if m.is_null(i) {
-                            "null".to_string()
-                        } else {
-                            m.value(i).to_string()
-                        }
-                    ),
-                });
-            }
-            margins.push(m.value(i));
-        }
-    }
+    let margins = finite_margins(&batches, margin_at, rows, input, &config.margin_column)?;
     let (ranks, routes, min_dpo_margin) = route(&margins, split);
     let sft = routes.iter().filter(|&&dpo| !dpo).count();
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    for name in ["route", "curriculum_rank"] {
-        if schema.index_of(name).is_ok() {
-            return Err(Error::InvalidData {
-                context: input.into(),
-                message: format!("already has a '{name}' column (routed twice?)"),
-            });
-        }
-    }
-    fields.push(Field::new("route", DataType::Utf8, false));
-    fields.push(Field::new("curriculum_rank", DataType::Int64, false));
-    let out_schema = Arc::new(Schema::new(fields));
+    let out_schema = routed_schema(&schema, input)?;
     let mut writer = StageWriter::begin(
         output,
         Arc::clone(&out_schema),
@@ -193,26 +175,7 @@ pub async fn run(config: &RouteConfig, input: &str, output: &str) -> Result<Mani
     )
     .await?
     .partition_by(config.partition_by.as_deref())?;
-    let mut offset = 0;
-    for batch in &batches {
-        let n = batch.num_rows();
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(out_schema.fields().len());
-        for (field, column) in schema.fields().iter().zip(batch.columns()) {
-            columns.push(cast(column, field.data_type())?);
-        }
-        let route: StringArray = routes[offset..offset + n]
-            .iter()
-            .map(|&dpo| Some(if dpo { "dpo" } else { "sft" }))
-            .collect();
-        columns.push(Arc::new(route));
-        columns.push(Arc::new(Int64Array::from(
-            ranks[offset..offset + n].to_vec(),
-        )));
-        writer
-            .write(&RecordBatch::try_new(Arc::clone(&out_schema), columns)?)
-            .await?;
-        offset += n;
-    }
+    write_routed(&mut writer, &batches, &schema, &out_schema, &routes, &ranks).await?;
     let inputs = infos.iter().map(InputInfo::from).collect();
     let stats = [
         ("pairs", json!(rows)),
@@ -243,6 +206,110 @@ pub async fn run(config: &RouteConfig, input: &str, output: &str) -> Result<Mani
     manifest.timing.seconds = started.elapsed().as_secs_f64();
     info!(pairs = rows, dpo = rows - sft, sft, output = %output, "route: done");
     Ok(manifest)
+}
+
+/// The index of the numeric margin column `column` in `schema` (read from `file`).
+fn margin_index(schema: &Schema, column: &str, file: &str) -> Result<usize> {
+    let margin_at = schema.index_of(column).map_err(|_| Error::MissingColumn {
+        file: file.to_string(),
+        column: column.to_string(),
+        context: "the margin to route by".into(),
+    })?;
+    if !schema.field(margin_at).data_type().is_numeric() {
+        return Err(Error::WrongType {
+            file: file.to_string(),
+            column: column.to_string(),
+            found: schema.field(margin_at).data_type().to_string(),
+            expected: "a number".into(),
+        });
+    }
+    Ok(margin_at)
+}
+
+/// Every row's margin (column `margin_at`, named `column`) as `f64`, in input order; a null,
+/// NaN or infinite margin is an error naming the first such row.
+fn finite_margins(
+    batches: &[RecordBatch],
+    margin_at: usize,
+    rows: usize,
+    input: &str,
+    column: &str,
+) -> Result<Vec<f64>> {
+    let mut margins = Vec::with_capacity(rows);
+    for batch in batches {
+        let m = cast(batch.column(margin_at), &DataType::Float64)?;
+        let m = m.as_primitive::<Float64Type>();
+        for i in 0..m.len() {
+            if m.is_null(i) || !m.value(i).is_finite() {
+                let id = batch
+                    .column_by_name("prompt_id")
+                    .and_then(|c| string_at(c, i).map(str::to_string));
+                return Err(Error::InvalidData {
+                    context: format!("{input}: column '{column}'"),
+                    message: format!(
+                        "row {} (prompt_id {}) has margin {}; every pair needs a finite margin",
+                        margins.len(),
+                        id.unwrap_or_else(|| "?".into()),
+                        if m.is_null(i) {
+                            "null".to_string()
+                        } else {
+                            m.value(i).to_string()
+                        }
+                    ),
+                });
+            }
+            margins.push(m.value(i));
+        }
+    }
+    Ok(margins)
+}
+
+/// `schema` plus the `route` and `curriculum_rank` columns; an error if it has them already.
+fn routed_schema(schema: &Schema, input: &str) -> Result<SchemaRef> {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for name in ["route", "curriculum_rank"] {
+        if schema.index_of(name).is_ok() {
+            return Err(Error::InvalidData {
+                context: input.into(),
+                message: format!("already has a '{name}' column (routed twice?)"),
+            });
+        }
+    }
+    fields.push(Field::new("route", DataType::Utf8, false));
+    fields.push(Field::new("curriculum_rank", DataType::Int64, false));
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Writes `batches` in input order with each row's route and curriculum rank appended.
+async fn write_routed(
+    writer: &mut StageWriter,
+    batches: &[RecordBatch],
+    schema: &Schema,
+    out_schema: &SchemaRef,
+    routes: &[bool],
+    ranks: &[i64],
+) -> Result<()> {
+    let mut offset = 0;
+    for batch in batches {
+        let n = batch.num_rows();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(out_schema.fields().len());
+        for (field, column) in schema.fields().iter().zip(batch.columns()) {
+            columns.push(cast(column, field.data_type())?);
+        }
+        let route: StringArray = routes[offset..offset + n]
+            .iter()
+            .map(|&dpo| Some(if dpo { "dpo" } else { "sft" }))
+            .collect();
+        columns.push(Arc::new(route));
+        columns.push(Arc::new(Int64Array::from(
+            ranks[offset..offset + n].to_vec(),
+        )));
+        writer
+            .write(&RecordBatch::try_new(Arc::clone(out_schema), columns)?)
+            .await?;
+        offset += n;
+    }
+    Ok(())
 }
 
 /// Curriculum ranks (1-based, margin descending, stable) and routes (`true` = DPO) in input

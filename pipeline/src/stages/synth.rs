@@ -15,14 +15,121 @@ use datafusion::arrow::array::{
     ArrayRef, Float64Builder, Int64Builder, ListBuilder, RecordBatch, StringBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use futures::future::BoxFuture;
 use prefsmith_udfs::selection::SplitMix64;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::info;
 
-use crate::config::{SynthConfig, SynthLayout};
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, StageWriter};
-use crate::stages::{Progress, config_hash, now_unix};
+use crate::metrics::now_unix;
+use crate::progress::Progress;
+use crate::stage::{Stage, StageContext, config_settings, stage_hash};
+
+/// Settings of the `synth` stage: deterministic synthetic responses with rewards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SynthConfig {
+    /// Output directory.
+    #[serde(default)]
+    pub output: Option<String>,
+    /// Number of prompts (default 1000).
+    #[serde(default = "default_prompts")]
+    pub prompts: u64,
+    /// Responses per prompt (default 16).
+    #[serde(default = "default_responses")]
+    pub responses: u32,
+    /// Number of part files (default 1).
+    #[serde(default = "default_shards")]
+    pub shards: u32,
+    /// `long` (default: one row per response) or `wide` (one row per prompt, lists).
+    #[serde(default)]
+    pub layout: SynthLayout,
+    /// Bytes of each response text (default 64).
+    #[serde(default = "default_response_bytes")]
+    pub response_bytes: usize,
+    /// Bytes of each prompt text (default 48).
+    #[serde(default = "default_prompt_bytes")]
+    pub prompt_bytes: usize,
+    /// Fraction of responses that are degenerate low outliers, μ − 6σ (default 0.02).
+    #[serde(default = "default_outliers")]
+    pub outlier_fraction: f64,
+    /// Fraction of rewards written as null (default 0).
+    #[serde(default)]
+    pub null_fraction: f64,
+    /// Seed (default 0).
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// Layout of synthetic data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SynthLayout {
+    /// One row per response.
+    #[default]
+    Long,
+    /// One row per prompt.
+    Wide,
+}
+
+fn default_prompts() -> u64 {
+    1000
+}
+fn default_responses() -> u32 {
+    16
+}
+fn default_shards() -> u32 {
+    1
+}
+fn default_response_bytes() -> usize {
+    64
+}
+fn default_prompt_bytes() -> usize {
+    48
+}
+fn default_outliers() -> f64 {
+    0.02
+}
+
+impl Default for SynthConfig {
+    fn default() -> Self {
+        Self {
+            output: None,
+            prompts: default_prompts(),
+            responses: default_responses(),
+            shards: 1,
+            layout: SynthLayout::Long,
+            response_bytes: default_response_bytes(),
+            prompt_bytes: default_prompt_bytes(),
+            outlier_fraction: default_outliers(),
+            null_fraction: 0.0,
+            seed: 0,
+        }
+    }
+}
+
+impl Stage for SynthConfig {
+    fn kind(&self) -> &'static str {
+        "synth"
+    }
+    fn input(&self) -> Option<&str> {
+        None
+    }
+    fn output(&self) -> Option<&str> {
+        self.output.as_deref()
+    }
+    fn reads_input(&self) -> bool {
+        false
+    }
+    fn settings<'a>(&'a self, _: &'a StageContext<'a>) -> BoxFuture<'a, Result<serde_json::Value>> {
+        config_settings(self)
+    }
+    fn run<'a>(&'a self, ctx: &'a StageContext<'a>) -> BoxFuture<'a, Result<Manifest>> {
+        Box::pin(run(self, ctx.output))
+    }
+}
 
 /// Prompts per generated batch.
 const PROMPTS_PER_BATCH: u64 = 4096;
@@ -88,7 +195,7 @@ pub async fn run(config: &SynthConfig, output: &str) -> Result<Manifest> {
 
 /// The hash deciding whether an existing `synth` output is up to date.
 pub fn synth_config_hash(config: &SynthConfig) -> String {
-    config_hash("synth", &json!(config))
+    stage_hash("synth", &json!(config), &[])
 }
 
 fn validate(config: &SynthConfig) -> Result<()> {

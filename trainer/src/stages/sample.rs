@@ -12,25 +12,31 @@ use datafusion::arrow::array::{
     ArrayRef, ListBuilder, RecordBatch, StringArray, StringBuilder, UInt32Builder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use prefsmith_pipeline::formats::message_list_array;
+use prefsmith_model::sampling::{FinishReason, SamplingConfig, generate};
+use prefsmith_model::settings::ModelSettings;
+use prefsmith_pipeline::formats::{Message, message_list_array};
 use prefsmith_pipeline::input::FileInfo;
 use prefsmith_pipeline::manifest::Manifest;
 use prefsmith_pipeline::reader::string_at;
-use prefsmith_pipeline::stages::{Progress, now_unix, stage_hash};
+use prefsmith_pipeline::stages::{Progress, now_unix};
 use prefsmith_udfs::selection::prompt_id_of;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::info;
 
 use crate::error::{Error, Result};
-use crate::sampling::{SamplingConfig, generate};
-use crate::stages::{ModelSettings, StageOutput, Table, prompt_messages, stream_of};
-use crate::tokenizer::ChatMessage;
+use crate::stages::{StageOutput, Table, prompt_messages, stable_hash64};
 
 /// Settings of the `sample` stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SampleConfig {
+    /// The input (default in a job: the previous stage's output).
+    #[serde(default)]
+    pub input: Option<String>,
+    /// The output directory.
+    #[serde(default)]
+    pub output: Option<String>,
     /// The model.
     #[serde(flatten)]
     pub model: ModelSettings,
@@ -46,14 +52,10 @@ pub struct SampleConfig {
 }
 
 /// Prompts as read: one batch with `prompt_id` (Utf8) and `prompt` (string or message list).
-async fn read_prompts(
-    spec: &str,
-    limit: Option<usize>,
-) -> Result<(RecordBatch, Vec<FileInfo>, Option<String>)> {
+async fn read_prompts(spec: &str, limit: Option<usize>) -> Result<(RecordBatch, Vec<FileInfo>)> {
     let is_jsonl = spec.ends_with(".jsonl") || spec.ends_with(".json");
-    let (batch, infos, digest) = if is_jsonl {
-        let (batch, digest) = read_jsonl(spec, limit).await?;
-        (batch, vec![], Some(digest))
+    let (batch, infos) = if is_jsonl {
+        (read_jsonl(spec, limit).await?, vec![])
     } else {
         let table = Table::read(spec).await?;
         let prompt = Arc::clone(table.column("prompt", "sample reads the prompts")?);
@@ -78,25 +80,33 @@ async fn read_prompts(
             Field::new("prompt", prompt.data_type().clone(), true),
         ]));
         let batch = RecordBatch::try_new(schema, vec![ids.slice(0, rows), prompt.slice(0, rows)])?;
-        (batch, table.infos, None)
+        (batch, table.infos)
     };
     if batch.num_rows() == 0 {
         return Err(Error::Input(format!("{spec}: no prompts")));
     }
-    Ok((batch, infos, digest))
+    Ok((batch, infos))
+}
+
+/// The digest of a JSON Lines prompts file, which has no footer to list it by: a rewritten
+/// file makes the stage rerun.
+pub async fn prompts_digest(spec: &str) -> Result<String> {
+    let bytes = prefsmith_pipeline::storage::Location::parse(spec)?
+        .read_bytes()
+        .await?;
+    Ok(prompt_id_of(&String::from_utf8_lossy(&bytes)))
 }
 
 /// Reads a JSONL prompts file: `prompt` (string or list of {role, content}) and optional
-/// `prompt_id` per line. Also returns the file's sha256 (JSONL has no footer to list it by).
-async fn read_jsonl(spec: &str, limit: Option<usize>) -> Result<(RecordBatch, String)> {
+/// `prompt_id` per line.
+async fn read_jsonl(spec: &str, limit: Option<usize>) -> Result<RecordBatch> {
     let location = prefsmith_pipeline::storage::Location::parse(spec)?;
     let bytes = location.read_bytes().await?;
     let text = String::from_utf8(bytes)
         .map_err(|e| Error::Input(format!("{spec}: not UTF-8 text: {e}")))?;
-    let digest = prompt_id_of(&text);
     let mut ids = Vec::new();
     let mut texts: Vec<Option<String>> = Vec::new();
-    let mut lists: Vec<Option<Vec<ChatMessage>>> = Vec::new();
+    let mut lists: Vec<Option<Vec<Message>>> = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -118,7 +128,7 @@ async fn read_jsonl(spec: &str, limit: Option<usize>) -> Result<(RecordBatch, St
                 let messages = items
                     .iter()
                     .map(|m| match (m["role"].as_str(), m["content"].as_str()) {
-                        (Some(r), Some(c)) => Ok(ChatMessage::new(r, c)),
+                        (Some(r), Some(c)) => Ok(Message::new(r, c)),
                         _ => Err(bad(
                             "a prompt message needs string 'role' and 'content'".into()
                         )),
@@ -148,15 +158,16 @@ async fn read_jsonl(spec: &str, limit: Option<usize>) -> Result<(RecordBatch, St
         Field::new("prompt", prompt.data_type().clone(), true),
     ]));
     let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(ids)), prompt])?;
-    Ok((batch, digest))
+    Ok(batch)
 }
 
-/// Runs the stage.
-pub async fn run(config: &SampleConfig, input: &str, output: &str) -> Result<Manifest> {
+/// Runs the stage from `input` into `output`; the manifest records `hash` (the job runner's
+/// hash of [`settings`] and the input files).
+pub async fn run(config: &SampleConfig, input: &str, output: &str, hash: &str) -> Result<Manifest> {
     let started = Instant::now();
     let started_unix = now_unix();
     config.sampling.validate()?;
-    let (prompts, infos, jsonl_digest) = read_prompts(input, config.limit).await?;
+    let (prompts, infos) = read_prompts(input, config.limit).await?;
     let lm = config.model.load()?;
     let mut config = config.clone();
     config.model_hash = Some(lm.hash.clone());
@@ -174,14 +185,19 @@ pub async fn run(config: &SampleConfig, input: &str, output: &str) -> Result<Man
         let prompt_id = string_at(&ids, row).unwrap_or_default().to_string();
         let messages = prompt_messages(&prompt_column, "prompt", row)?;
         let prompt_ids = lm.prompt_ids(&messages)?;
-        let samples = generate(&lm, &prompt_ids, &config.sampling, stream_of(&prompt_id))
-            .map_err(|e| Error::Input(format!("{input}: prompt {prompt_id} (row {row}): {e}")))?;
+        let samples = generate(
+            &lm,
+            &prompt_ids,
+            &config.sampling,
+            stable_hash64(&prompt_id),
+        )
+        .map_err(|e| Error::Input(format!("{input}: prompt {prompt_id} (row {row}): {e}")))?;
         for s in &samples {
             responses.values().append_value(&s.text);
             token_counts.values().append_value(s.ids.len() as u32);
             finishes.values().append_value(s.finish.as_str());
             generated_tokens += s.ids.len();
-            stopped += usize::from(s.finish == crate::sampling::FinishReason::Stop);
+            stopped += usize::from(s.finish == FinishReason::Stop);
         }
         responses.append(true);
         token_counts.append(true);
@@ -225,7 +241,7 @@ pub async fn run(config: &SampleConfig, input: &str, output: &str) -> Result<Man
         stage: "sample",
         output,
         sorted_by: None,
-        hash: stage_hash("sample", &json!([config, input, jsonl_digest]), &infos),
+        hash: hash.to_string(),
         config: &config,
         infos: &infos,
         stats,

@@ -10,34 +10,33 @@
 //! scored, so rerunning on the same data with the same model, into any output, reads the
 //! cache instead of running the model.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::{
     ArrayRef, Float64Array, Float64Builder, ListBuilder, RecordBatch, UInt32Array, UInt32Builder,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use prefsmith_pipeline::formats::{
-    InputFormat, PairInput, last_assistant, messages_at, sorted_by_prompt_id,
+use datafusion::arrow::datatypes::{Field, Schema};
+use prefsmith_model::lm::LanguageModel;
+use prefsmith_model::scoring::{
+    Precision, ScoreOptions, SequenceScore, check_items, score_sequences,
 };
+use prefsmith_model::sequence::ScoreItem;
+use prefsmith_model::settings::ModelSettings;
+use prefsmith_model::tokenizer::ChatMessage;
+use prefsmith_pipeline::formats::{InputFormat, PairInput, sorted_by_prompt_id};
+use prefsmith_pipeline::input::FileInfo;
 use prefsmith_pipeline::manifest::Manifest;
 use prefsmith_pipeline::reader::string_at;
-use prefsmith_pipeline::stages::{Progress, now_unix, stage_hash};
+use prefsmith_pipeline::stages::{Progress, now_unix};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tracing::info;
 
 use crate::error::{Error, Result};
-use crate::lm::LanguageModel;
-use crate::scoring::{
-    Precision, ScoreItem, ScoreOptions, SequenceScore, check_items, score_sequences,
-};
-use crate::stages::{ModelSettings, StageOutput, Table, models_dir, prompt_messages, string_list};
-use crate::tokenizer::ChatMessage;
-use crate::train::config::Truncation;
-use crate::train::data::{Cut, truncate};
+use crate::stages::pairs::{Cut, Truncation, pair_side, truncate};
+use crate::stages::score_cache::{cache_file, read_cache, write_cache};
+use crate::stages::{StageOutput, Table, prompt_messages, string_list};
 
 /// Whose log-probs these are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +73,12 @@ impl Role {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ScoreConfig {
+    /// The input (default in a job: the previous stage's output).
+    #[serde(default)]
+    pub input: Option<String>,
+    /// The output directory.
+    #[serde(default)]
+    pub output: Option<String>,
     /// The model.
     #[serde(flatten)]
     pub model: ModelSettings,
@@ -83,7 +88,7 @@ pub struct ScoreConfig {
     #[serde(default)]
     pub input_format: InputFormat,
     /// Read and write the (model hash, data hash) cache.
-    #[serde(default = "yes")]
+    #[serde(default = "cache_by_default")]
     pub cache: bool,
     /// The model's content hash (filled in when the stage runs).
     #[serde(default)]
@@ -105,168 +110,65 @@ pub struct ScoreConfig {
     pub precision: Precision,
 }
 
-fn yes() -> bool {
+/// The cache is used unless turned off.
+fn cache_by_default() -> bool {
     true
 }
 
-/// The directory of cached scores: beside the models directory.
-pub fn cache_dir() -> PathBuf {
-    models_dir().with_file_name("scores")
-}
-
 /// What the input is.
+#[derive(Clone, Copy)]
 enum Shape {
     Pairs,
     Wide,
     Long,
 }
 
-/// The prompt and the response of a pair side. `side` is a string or a message list holding
-/// the conversation (Hugging Face `ultrafeedback_binarized`) or only the reply (TRL).
-pub(crate) fn pair_side(
-    batch: &RecordBatch,
-    side: &str,
-    row: usize,
-) -> Result<(Vec<ChatMessage>, String)> {
-    let column = batch
-        .column_by_name(side)
-        .ok_or_else(|| Error::Input(format!("the pair table has no '{side}' column")))?;
-    let prompt = batch
-        .column_by_name("prompt")
-        .ok_or_else(|| Error::Input("the pair table has no 'prompt' column".into()))?;
-    let null = || Error::Input(format!("column '{side}', row {row}: null"));
-    if matches!(
-        column.data_type(),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-    ) {
-        let response = string_at(column, row).ok_or_else(null)?.to_string();
-        return Ok((prompt_messages(prompt, "prompt", row)?, response));
-    }
-    let messages = messages_at(column, side, row)?.ok_or_else(null)?;
-    let response = last_assistant(&messages)
-        .ok_or_else(|| Error::Input(format!("column '{side}', row {row}: no assistant message")))?
-        .to_string();
-    let last = messages
-        .iter()
-        .rposition(|m| m.role == "assistant")
-        .unwrap_or(0);
-    let request = if last > 0 {
-        messages[..last].to_vec()
-    } else {
-        prompt_messages(prompt, "prompt", row)?
-    };
-    Ok((request, response))
-}
-
-/// The cache file for scoring `items` with `lm` at `precision`.
-pub(crate) fn cache_file(lm: &LanguageModel, items: &[ScoreItem], precision: Precision) -> PathBuf {
-    let mut hasher = Sha256::new();
-    hasher.update(lm.hash.as_bytes());
-    // f32 keys stay as they were before int8 existed, so earlier caches remain valid.
-    if precision != Precision::F32 {
-        hasher.update(format!("precision={precision:?}").as_bytes());
-    }
-    for item in items {
-        hasher.update((item.prompt.len() as u64).to_le_bytes());
-        hasher.update((item.response.len() as u64).to_le_bytes());
-        for t in item.prompt.iter().chain(&item.response) {
-            hasher.update(t.to_le_bytes());
+impl Shape {
+    /// The columns this stage adds for role prefix `p`, in order.
+    fn new_column_names(self, p: &str) -> Vec<String> {
+        match self {
+            Self::Pairs => vec![
+                format!("{p}_logp_chosen"),
+                format!("{p}_logp_rejected"),
+                format!("{p}_tokens_chosen"),
+                format!("{p}_tokens_rejected"),
+                format!("{p}_prompt_tokens"),
+            ],
+            Self::Wide => vec![format!("{p}_logps"), format!("{p}_tokens")],
+            Self::Long => vec![format!("{p}_logp"), format!("{p}_tokens")],
         }
     }
-    let key: String = hasher.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    cache_dir().join(format!("{key}.json"))
 }
 
-pub(crate) fn read_cache(path: &Path, n: usize) -> Option<Vec<SequenceScore>> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-    // The values are read from their bit patterns: JSON's decimal form would not always parse
-    // back to the same f64, and a cache hit must give exactly what a fresh run gives.
-    let bits = value["logp_bits"].as_array()?;
-    let tokens = value["tokens"].as_array()?;
-    if bits.len() != n || tokens.len() != n {
-        return None;
+/// The scored sequences of a table: (request, response) per sequence, and how many belong to
+/// each row (so that errors name the row and the results go back to it).
+struct Sequences {
+    texts: Vec<(Vec<ChatMessage>, String)>,
+    per_row: Vec<usize>,
+}
+
+impl Sequences {
+    /// Where sequence `i` came from, for error messages.
+    fn row_of(&self, input: &str, i: usize) -> String {
+        let mut at = 0;
+        for (row, n) in self.per_row.iter().enumerate() {
+            if i < at + n {
+                return format!("{input}: row {row}");
+            }
+            at += n;
+        }
+        format!("{input}: item {i}")
     }
-    bits.iter()
-        .zip(tokens)
-        .map(|(b, t)| {
-            Some(SequenceScore {
-                logp: f64::from_bits(b.as_u64()?),
-                tokens: t.as_u64()? as usize,
-            })
-        })
-        .collect()
 }
 
-pub(crate) fn write_cache(path: &Path, scores: &[SequenceScore]) -> Result<()> {
-    let dir = path.parent().expect("cache files live in a directory");
-    std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-    let body = json!({
-        "logps": scores.iter().map(|s| s.logp).collect::<Vec<_>>(),
-        "logp_bits": scores.iter().map(|s| s.logp.to_bits()).collect::<Vec<_>>(),
-        "tokens": scores.iter().map(|s| s.tokens).collect::<Vec<_>>(),
-    });
-    // Written under a name of its own and renamed, so neither a crash nor a concurrent writer
-    // of the same entry leaves a partial one.
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let unique = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = path.with_extension(format!("json.{}-{unique}.tmp", std::process::id()));
-    std::fs::write(&tmp, body.to_string()).map_err(Error::io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(Error::io(path))
-}
-
-/// Runs the stage.
-pub async fn run(config: &ScoreConfig, input: &str, output: &str) -> Result<Manifest> {
+/// Runs the stage from `input` into `output`; the manifest records `hash` (the job runner's
+/// hash of the resolved settings and the input files).
+pub async fn run(config: &ScoreConfig, input: &str, output: &str, hash: &str) -> Result<Manifest> {
     let started = Instant::now();
     let started_unix = now_unix();
-    // The layout is decided from the first file's footer, so the rows are read only once.
-    let footers = prefsmith_pipeline::input::resolve(input)
-        .await?
-        .infos()
-        .await?;
-    let has = |c: &str| footers[0].schema.field_with_name(c).is_ok();
-    let shape = if has("all_generated_responses") {
-        Shape::Wide
-    } else if has("response") {
-        Shape::Long
-    } else {
-        Shape::Pairs
-    };
-    let (batch, infos) = match shape {
-        Shape::Pairs => {
-            let pairs = PairInput::open(input, config.input_format).await?;
-            pairs
-                .schema
-                .require(&["chosen", "rejected"], "score reads both responses")?;
-            let batches = pairs.read_all().await?;
-            let batch = sorted_by_prompt_id(&batches[0].schema(), &batches)?;
-            (batch, pairs.infos)
-        }
-        _ => {
-            let table = Table::read(input).await?;
-            (table.batch, table.infos)
-        }
-    };
-    let column = |name: &str| {
-        batch
-            .column_by_name(name)
-            .ok_or_else(|| Error::Input(format!("{input}: column '{name}' is missing (score)")))
-    };
+    let (shape, batch, infos) = read_input(input, config.input_format).await?;
     let p = config.role.prefix();
-    let new_names: Vec<String> = match shape {
-        Shape::Pairs => vec![
-            format!("{p}_logp_chosen"),
-            format!("{p}_logp_rejected"),
-            format!("{p}_tokens_chosen"),
-            format!("{p}_tokens_rejected"),
-            format!("{p}_prompt_tokens"),
-        ],
-        Shape::Wide => vec![format!("{p}_logps"), format!("{p}_tokens")],
-        Shape::Long => vec![format!("{p}_logp"), format!("{p}_tokens")],
-    };
+    let new_names = shape.new_column_names(p);
     for name in &new_names {
         if batch.column_by_name(name).is_some() {
             return Err(Error::Input(format!(
@@ -276,104 +178,14 @@ pub async fn run(config: &ScoreConfig, input: &str, output: &str) -> Result<Mani
     }
 
     let lm = config.model.load()?;
-    // (request, response) per scored sequence, and how many belong to each row.
-    let mut texts: Vec<(Vec<ChatMessage>, String)> = Vec::new();
-    let mut per_row = Vec::with_capacity(batch.num_rows());
-    for row in 0..batch.num_rows() {
-        match shape {
-            Shape::Pairs => {
-                texts.push(pair_side(&batch, "chosen", row)?);
-                texts.push(pair_side(&batch, "rejected", row)?);
-                per_row.push(2);
-            }
-            Shape::Wide => {
-                let prompt = prompt_messages(column("prompt")?, "prompt", row)?;
-                let list = column("all_generated_responses")?;
-                let responses = string_list(list, "all_generated_responses", row)?;
-                per_row.push(responses.len());
-                texts.extend(responses.into_iter().map(|r| (prompt.clone(), r)));
-            }
-            Shape::Long => {
-                let prompt = prompt_messages(column("prompt")?, "prompt", row)?;
-                let response = string_at(column("response")?, row)
-                    .ok_or_else(|| Error::Input(format!("column 'response', row {row}: null")))?;
-                texts.push((prompt, response.to_string()));
-                per_row.push(1);
-            }
-        }
-    }
-    let mut items = texts
-        .iter()
-        .map(|(request, response)| {
-            Ok(ScoreItem {
-                prompt: lm.prompt_ids(request)?,
-                response: lm.response_ids(response)?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let row_of = |i: usize| {
-        let mut at = 0;
-        for (row, n) in per_row.iter().enumerate() {
-            if i < at + n {
-                return format!("{input}: row {row}");
-            }
-            at += n;
-        }
-        format!("{input}: item {i}")
-    };
-    if let Some(max_length) = config.max_length {
-        for (i, item) in items.iter_mut().enumerate() {
-            let cut = truncate(
-                &mut item.prompt,
-                &mut [&mut item.response],
-                max_length,
-                config.max_prompt_length,
-                config.truncation,
-            );
-            if cut == Cut::PromptTooLong {
-                return Err(Error::Input(format!(
-                    "{}: the prompt alone is at least --max-length = {max_length} tokens (the \
-                     trainer drops such rows; drop them here too, or raise the limit)",
-                    row_of(i)
-                )));
-            }
-        }
-    } else if config.max_prompt_length.is_some() {
-        return Err(Error::Config(
-            "--max-prompt-length needs --max-length (the trainer's data.max-length)".into(),
-        ));
-    }
+    let sequences = sequences_of(&batch, shape, input)?;
+    let items = tokenized(&lm, config, &sequences, input)?;
+    let row_of = |i: usize| sequences.row_of(input, i);
     check_items(&lm, &items, row_of)?;
 
-    let cache = cache_file(&lm, &items, config.precision);
-    let cached = if config.cache {
-        read_cache(&cache, items.len())
-    } else {
-        None
-    };
-    let from_cache = cached.is_some();
     let total_tokens: usize = items.iter().map(ScoreItem::len).sum();
     let model_started = Instant::now();
-    let scores = match cached {
-        Some(scores) => {
-            info!(cache = %cache.display(), "score: cache hit, the model is not run");
-            scores
-        }
-        None => {
-            let mut progress = Progress::new("score", items.len() as u64);
-            let options = ScoreOptions {
-                max_batch_tokens: config.model.max_batch_tokens,
-                precision: config.precision,
-                ..Default::default()
-            };
-            let scores = score_sequences(&lm, &items, options, |n| progress.advance(n as u64))?;
-            progress.finish();
-            if config.cache {
-                write_cache(&cache, &scores)?;
-            }
-            scores
-        }
-    };
+    let (scores, from_cache) = scores_of(&lm, config, &items)?;
     let model_seconds = model_started.elapsed().as_secs_f64();
     if let Some(i) = scores.iter().position(|s| !s.logp.is_finite()) {
         return Err(Error::Input(format!(
@@ -382,51 +194,7 @@ pub async fn run(config: &ScoreConfig, input: &str, output: &str) -> Result<Mani
         )));
     }
 
-    let mut new_columns: Vec<ArrayRef> = Vec::new();
-    match shape {
-        Shape::Pairs => {
-            let side = |k: usize| scores.iter().skip(k).step_by(2);
-            new_columns.push(Arc::new(Float64Array::from_iter_values(
-                side(0).map(|s| s.logp),
-            )));
-            new_columns.push(Arc::new(Float64Array::from_iter_values(
-                side(1).map(|s| s.logp),
-            )));
-            new_columns.push(Arc::new(UInt32Array::from_iter_values(
-                side(0).map(|s| s.tokens as u32),
-            )));
-            new_columns.push(Arc::new(UInt32Array::from_iter_values(
-                side(1).map(|s| s.tokens as u32),
-            )));
-            new_columns.push(Arc::new(UInt32Array::from_iter_values(
-                items.iter().step_by(2).map(|i| i.prompt.len() as u32),
-            )));
-        }
-        Shape::Wide => {
-            let mut logps = ListBuilder::new(Float64Builder::new());
-            let mut tokens = ListBuilder::new(UInt32Builder::new());
-            let mut at = 0;
-            for n in &per_row {
-                for s in &scores[at..at + n] {
-                    logps.values().append_value(s.logp);
-                    tokens.values().append_value(s.tokens as u32);
-                }
-                logps.append(true);
-                tokens.append(true);
-                at += n;
-            }
-            new_columns.push(Arc::new(logps.finish()));
-            new_columns.push(Arc::new(tokens.finish()));
-        }
-        Shape::Long => {
-            new_columns.push(Arc::new(Float64Array::from_iter_values(
-                scores.iter().map(|s| s.logp),
-            )));
-            new_columns.push(Arc::new(UInt32Array::from_iter_values(
-                scores.iter().map(|s| s.tokens as u32),
-            )));
-        }
-    }
+    let new_columns = score_columns(shape, &scores, &items, &sequences.per_row);
     let mut fields = batch.schema().fields().to_vec();
     for (name, column) in new_names.iter().zip(&new_columns) {
         fields.push(Arc::new(Field::new(
@@ -459,7 +227,7 @@ pub async fn run(config: &ScoreConfig, input: &str, output: &str) -> Result<Mani
         stage: "score",
         output,
         sorted_by: sorted,
-        hash: stage_hash("score", &config, &infos),
+        hash: hash.to_string(),
         config: &config,
         infos: &infos,
         stats,
@@ -470,4 +238,190 @@ pub async fn run(config: &ScoreConfig, input: &str, output: &str) -> Result<Mani
     .await?;
     info!(sequences = items.len(), from_cache, output = %output, "score: done");
     Ok(manifest)
+}
+
+/// Reads the input whole: its shape (decided from the first file's footer, so the rows are
+/// read only once), its rows (a pair table sorted by `prompt_id`) and its files.
+async fn read_input(
+    input: &str,
+    format: InputFormat,
+) -> Result<(Shape, RecordBatch, Vec<FileInfo>)> {
+    let footers = prefsmith_pipeline::input::resolve(input)
+        .await?
+        .infos()
+        .await?;
+    let has = |c: &str| footers[0].schema.field_with_name(c).is_ok();
+    let shape = if has("all_generated_responses") {
+        Shape::Wide
+    } else if has("response") {
+        Shape::Long
+    } else {
+        Shape::Pairs
+    };
+    if let Shape::Pairs = shape {
+        let pairs = PairInput::open(input, format).await?;
+        pairs
+            .schema
+            .require(&["chosen", "rejected"], "score reads both responses")?;
+        let batches = pairs.read_all().await?;
+        let batch = sorted_by_prompt_id(&batches[0].schema(), &batches)?;
+        Ok((shape, batch, pairs.infos))
+    } else {
+        let table = Table::read(input).await?;
+        Ok((shape, table.batch, table.infos))
+    }
+}
+
+/// The (request, response) sequences of every row: both sides of a pair, every response of
+/// a wide row, the one response of a long row.
+fn sequences_of(batch: &RecordBatch, shape: Shape, input: &str) -> Result<Sequences> {
+    let column = |name: &str| {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| Error::Input(format!("{input}: column '{name}' is missing (score)")))
+    };
+    let mut texts: Vec<(Vec<ChatMessage>, String)> = Vec::new();
+    let mut per_row = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        match shape {
+            Shape::Pairs => {
+                texts.push(pair_side(batch, "chosen", row)?);
+                texts.push(pair_side(batch, "rejected", row)?);
+                per_row.push(2);
+            }
+            Shape::Wide => {
+                let prompt = prompt_messages(column("prompt")?, "prompt", row)?;
+                let list = column("all_generated_responses")?;
+                let responses = string_list(list, "all_generated_responses", row)?;
+                per_row.push(responses.len());
+                texts.extend(responses.into_iter().map(|r| (prompt.clone(), r)));
+            }
+            Shape::Long => {
+                let prompt = prompt_messages(column("prompt")?, "prompt", row)?;
+                let response = string_at(column("response")?, row)
+                    .ok_or_else(|| Error::Input(format!("column 'response', row {row}: null")))?;
+                texts.push((prompt, response.to_string()));
+                per_row.push(1);
+            }
+        }
+    }
+    Ok(Sequences { texts, per_row })
+}
+
+/// The token ids of every sequence, cut as the trainer cuts them when `max-length` is set.
+fn tokenized(
+    lm: &LanguageModel,
+    config: &ScoreConfig,
+    sequences: &Sequences,
+    input: &str,
+) -> Result<Vec<ScoreItem>> {
+    let mut items = sequences
+        .texts
+        .iter()
+        .map(|(request, response)| {
+            Ok(ScoreItem {
+                prompt: lm.prompt_ids(request)?,
+                response: lm.response_ids(response)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(max_length) = config.max_length {
+        for (i, item) in items.iter_mut().enumerate() {
+            let cut = truncate(
+                &mut item.prompt,
+                &mut [&mut item.response],
+                max_length,
+                config.max_prompt_length,
+                config.truncation,
+            );
+            if cut == Cut::PromptTooLong {
+                return Err(Error::Input(format!(
+                    "{}: the prompt alone is at least --max-length = {max_length} tokens (the \
+                     trainer drops such rows; drop them here too, or raise the limit)",
+                    sequences.row_of(input, i)
+                )));
+            }
+        }
+    } else if config.max_prompt_length.is_some() {
+        return Err(Error::Config(
+            "--max-prompt-length needs --max-length (the trainer's data.max-length)".into(),
+        ));
+    }
+    Ok(items)
+}
+
+/// The scores of `items`, from the (model hash, data hash) cache when it holds them, else
+/// from the model (then cached); and whether they came from the cache.
+fn scores_of(
+    lm: &LanguageModel,
+    config: &ScoreConfig,
+    items: &[ScoreItem],
+) -> Result<(Vec<SequenceScore>, bool)> {
+    let cache = cache_file(lm, items, config.precision);
+    if config.cache
+        && let Some(scores) = read_cache(&cache, items.len())
+    {
+        info!(cache = %cache.display(), "score: cache hit, the model is not run");
+        return Ok((scores, true));
+    }
+    let mut progress = Progress::new("score", items.len() as u64);
+    let options = ScoreOptions {
+        max_batch_tokens: config.model.max_batch_tokens,
+        precision: config.precision,
+        ..Default::default()
+    };
+    let scores = score_sequences(lm, items, options, |n| progress.advance(n as u64))?;
+    progress.finish();
+    if config.cache {
+        write_cache(&cache, &scores)?;
+    }
+    Ok((scores, false))
+}
+
+/// The added columns, in the order of [`Shape::new_column_names`].
+fn score_columns(
+    shape: Shape,
+    scores: &[SequenceScore],
+    items: &[ScoreItem],
+    per_row: &[usize],
+) -> Vec<ArrayRef> {
+    let logps = |s: &mut dyn Iterator<Item = &SequenceScore>| -> ArrayRef {
+        Arc::new(Float64Array::from_iter_values(s.map(|s| s.logp)))
+    };
+    let tokens = |s: &mut dyn Iterator<Item = &SequenceScore>| -> ArrayRef {
+        Arc::new(UInt32Array::from_iter_values(s.map(|s| s.tokens as u32)))
+    };
+    match shape {
+        Shape::Pairs => {
+            let side = |k: usize| scores.iter().skip(k).step_by(2);
+            vec![
+                logps(&mut side(0)),
+                logps(&mut side(1)),
+                tokens(&mut side(0)),
+                tokens(&mut side(1)),
+                Arc::new(UInt32Array::from_iter_values(
+                    items.iter().step_by(2).map(|i| i.prompt.len() as u32),
+                )),
+            ]
+        }
+        Shape::Wide => {
+            let mut logp_lists = ListBuilder::new(Float64Builder::new());
+            let mut token_lists = ListBuilder::new(UInt32Builder::new());
+            let mut at = 0;
+            for n in per_row {
+                for s in &scores[at..at + n] {
+                    logp_lists.values().append_value(s.logp);
+                    token_lists.values().append_value(s.tokens as u32);
+                }
+                logp_lists.append(true);
+                token_lists.append(true);
+                at += n;
+            }
+            vec![
+                Arc::new(logp_lists.finish()),
+                Arc::new(token_lists.finish()),
+            ]
+        }
+        Shape::Long => vec![logps(&mut scores.iter()), tokens(&mut scores.iter())],
+    }
 }

@@ -11,12 +11,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use prefsmith_model::llama::Llama;
+use prefsmith_model::weight_set::WeightSet;
+use prefsmith_model::weights::hf_config_json;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::Llama;
 use crate::train::optim::{AdamW, OptimSettings};
-use crate::weights::{WeightSet, hf_config_json};
 
 /// Where training stands after an optimizer step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,9 +26,9 @@ pub struct TrainerState {
     pub global_step: usize,
     /// Optimizer steps the schedule spans.
     pub total_steps: usize,
-    /// Index of the training stage (MixDPO: 0 = dpo, 1 = sft).
+    /// Index of the training phase (MixDPO: 0 = dpo, 1 = sft); `stage` in checkpoints.
     pub stage: usize,
-    /// Epoch within the stage.
+    /// Epoch within the phase.
     pub epoch: usize,
     /// Pairs of `order` already consumed.
     pub position: usize,

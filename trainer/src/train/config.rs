@@ -22,11 +22,13 @@
 
 use std::path::{Path, PathBuf};
 
+use prefsmith_model::settings::ModelSettings;
 use prefsmith_pipeline::formats::InputFormat;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::losses::{LossKind, LossMix, LossParams};
+use crate::stages::pairs::Truncation;
 use crate::train::optim::OptimSettings;
 
 /// The whole training configuration.
@@ -57,33 +59,22 @@ pub struct ModelSection {
     #[serde(default)]
     pub reference: Option<String>,
     /// `cpu` (default), `cuda`, `cuda:N` or `wgpu`.
-    #[serde(default = "crate::stages::default_device")]
+    #[serde(default = "prefsmith_model::settings::default_device")]
     pub device: String,
     /// Token budget per forward pass when computing reference log-probs. Default 4096.
-    #[serde(default = "crate::stages::default_batch_tokens")]
+    #[serde(default = "prefsmith_model::settings::default_batch_tokens")]
     pub max_batch_tokens: usize,
 }
 
 impl ModelSection {
     /// The settings the model stages take, for `model` (the policy) or another spec.
-    pub fn settings(&self, spec: &str) -> crate::stages::ModelSettings {
-        crate::stages::ModelSettings {
+    pub fn settings(&self, spec: &str) -> ModelSettings {
+        ModelSettings {
             model: spec.to_string(),
             device: self.device.clone(),
             max_batch_tokens: self.max_batch_tokens,
         }
     }
-}
-
-/// Which end of an over-long prompt survives truncation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Truncation {
-    /// Keep the first tokens.
-    KeepStart,
-    /// Keep the last tokens (the end of the conversation, next to the response). Default.
-    #[default]
-    KeepEnd,
 }
 
 /// Whether MixDPO routing is used.
@@ -195,13 +186,13 @@ pub struct RunSection {
     /// Output directory: `metrics.jsonl`, `checkpoints/`, `model/`, `summary.json`.
     pub output: PathBuf,
     /// Passes over the data (per MixDPO stage). Default 1.
-    #[serde(default = "one")]
+    #[serde(default = "default_epochs")]
     pub epochs: usize,
     /// Pairs per forward/backward pass. Default 2.
-    #[serde(default = "two")]
+    #[serde(default = "default_micro_batch_size")]
     pub micro_batch_size: usize,
     /// Micro-batches per optimizer step. Default 1.
-    #[serde(default = "one")]
+    #[serde(default = "default_gradient_accumulation_steps")]
     pub gradient_accumulation_steps: usize,
     /// Stop after this many optimizer steps (0 = run every epoch). Default 0.
     #[serde(default)]
@@ -216,19 +207,31 @@ pub struct RunSection {
     #[serde(default)]
     pub save_steps: usize,
     /// Checkpoints kept (the newest). Default 2.
-    #[serde(default = "two")]
+    #[serde(default = "default_keep_checkpoints")]
     pub keep_checkpoints: usize,
     /// Log a progress line every this many steps. Default 1.
-    #[serde(default = "one")]
+    #[serde(default = "default_logging_steps")]
     pub logging_steps: usize,
 }
 
-fn one() -> usize {
+fn default_epochs() -> usize {
     1
 }
 
-fn two() -> usize {
+fn default_micro_batch_size() -> usize {
     2
+}
+
+fn default_gradient_accumulation_steps() -> usize {
+    1
+}
+
+fn default_keep_checkpoints() -> usize {
+    2
+}
+
+fn default_logging_steps() -> usize {
+    1
 }
 
 fn default_seed() -> u64 {
@@ -299,7 +302,7 @@ impl TrainConfig {
         }
         self.model
             .device
-            .parse::<crate::DeviceSpec>()
+            .parse::<prefsmith_model::DeviceSpec>()
             .map_err(|e| Error::Config(format!("model.device: {e}")))?;
         Ok(())
     }

@@ -8,27 +8,25 @@
 //! * Truncation: a prompt longer than `max-prompt-length` keeps its start or its end; a row
 //!   whose prompt alone fills `max-length` is dropped and counted; a response that does not fit
 //!   in what is left is cut (keeping its start).
-//! * Rating gaps (Decision 7): `rating_gap`, else `score_chosen − score_rejected`; divided by
+//! * Rating gaps (`docs/ALGORITHMS.md` §7.1–§7.2): `rating_gap`, else `score_chosen − score_rejected`; divided by
 //!   the standard deviation (ddof = 0) of the table's finite gaps, a factor the run records.
 //!   A null gap means unrated; a NaN or infinite one is an error naming the rows when a
 //!   rating-aware loss is used.
-//! * MixDPO (Decision 8): `route` (`dpo` | `sft`) and `curriculum_rank` from `prefsmith route`.
+//! * MixDPO (`docs/ALGORITHMS.md` §8): `route` (`dpo` | `sft`) and `curriculum_rank` from `prefsmith route`.
 //! * Reference log-probs: `ref_logp_chosen` / `ref_logp_rejected` (from `prefsmith score
 //!   --role reference`) when present.
 //! * The evaluation split: the pairs whose seeded hash of `prompt_id` ranks lowest.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::arrow::array::RecordBatch;
+use prefsmith_model::LanguageModel;
 use prefsmith_pipeline::formats::{PairInput, sorted_by_prompt_id};
-use prefsmith_pipeline::reader::string_at;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::lm::LanguageModel;
-use crate::stages::score::pair_side;
-use crate::train::config::{DataSection, MixDpo, Truncation};
+use crate::stages::pairs::{Cut, pair_side, truncate};
+use crate::train::config::DataSection;
+use crate::train::pair_columns::{PairColumns, TableReference};
 
 /// One training pair, tokenized.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,25 +91,6 @@ pub struct PairData {
     pub stats: DataStats,
 }
 
-/// The float values of `name` (cast from any numeric type), if the column exists.
-fn float_column(batch: &RecordBatch, name: &str, input: &str) -> Result<Option<ArrayRef>> {
-    let Some(column) = batch.column_by_name(name) else {
-        return Ok(None);
-    };
-    if !column.data_type().is_numeric() {
-        return Err(Error::Input(format!(
-            "{input}: column '{name}' has type {}, expected a number",
-            column.data_type()
-        )));
-    }
-    Ok(Some(cast(column, &DataType::Float64)?))
-}
-
-fn value_at(column: &ArrayRef, row: usize) -> Option<f64> {
-    let values = column.as_primitive::<Float64Type>();
-    (!values.is_null(row)).then(|| values.value(row))
-}
-
 /// Names up to five rows for an error message.
 fn name_rows(rows: &[(usize, String)]) -> String {
     let shown: Vec<String> = rows
@@ -127,60 +106,6 @@ fn name_rows(rows: &[(usize, String)]) -> String {
     }
 }
 
-/// Cuts `prompt` to `max_prompt` tokens from the chosen end.
-fn truncate_prompt(prompt: &mut Vec<u32>, max_prompt: Option<usize>, mode: Truncation) -> bool {
-    let Some(limit) = max_prompt else {
-        return false;
-    };
-    if prompt.len() <= limit {
-        return false;
-    }
-    match mode {
-        Truncation::KeepStart => prompt.truncate(limit),
-        Truncation::KeepEnd => {
-            prompt.drain(..prompt.len() - limit);
-        }
-    }
-    true
-}
-
-/// What [`truncate`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cut {
-    /// Everything fits.
-    None,
-    /// The prompt or a response was shortened.
-    Truncated,
-    /// The prompt alone fills `max_length`: the row cannot be used.
-    PromptTooLong,
-}
-
-/// The one truncation rule, shared by the trainer and by `prefsmith score --max-length` (so
-/// that reference log-probs precomputed by `score` match the sequences the trainer sees):
-/// the prompt is cut to `max_prompt` tokens keeping the end `mode` names; if it then fills
-/// `max_length` the row is unusable; otherwise each response is cut to what is left, keeping
-/// its start.
-pub fn truncate(
-    prompt: &mut Vec<u32>,
-    responses: &mut [&mut Vec<u32>],
-    max_length: usize,
-    max_prompt: Option<usize>,
-    mode: Truncation,
-) -> Cut {
-    let mut cut = truncate_prompt(prompt, max_prompt, mode);
-    if prompt.len() >= max_length {
-        return Cut::PromptTooLong;
-    }
-    let room = max_length - prompt.len();
-    for response in responses.iter_mut() {
-        if response.len() > room {
-            response.truncate(room);
-            cut = true;
-        }
-    }
-    if cut { Cut::Truncated } else { Cut::None }
-}
-
 /// Reads, tokenizes and splits the pair table. `needs_rating`: a rating-aware loss is used.
 pub async fn load_pairs(
     data: &DataSection,
@@ -188,6 +113,100 @@ pub async fn load_pairs(
     needs_rating: bool,
     seed: u64,
 ) -> Result<PairData> {
+    let input = data.pairs.as_str();
+    let batch = read_sorted(data).await?;
+    let rows = batch.num_rows();
+    let columns = PairColumns::of(&batch, data.mixdpo, input)?;
+    let mut stats = DataStats {
+        rows,
+        mixdpo: columns.mixdpo,
+        reference_from_table: columns.has_reference(),
+        ..Default::default()
+    };
+    let mut out: Vec<TrainPair> = Vec::with_capacity(rows);
+    let mut problems = RowProblems::default();
+    for row in 0..rows {
+        let id = columns.prompt_id(row);
+        let where_ = || format!("{input}: row {row} (prompt_id {id})");
+        let Some(tokens) = tokenize_row(&batch, row, lm, data, where_)? else {
+            stats.dropped_prompt_too_long += 1;
+            continue;
+        };
+        stats.truncated += tokens.truncated as usize;
+        let rating_gap = match columns.raw_gap(row) {
+            Some(g) if !g.is_finite() => {
+                problems.bad_gaps.push((row, id.clone()));
+                None
+            }
+            other => other,
+        };
+        let (sft, curriculum_rank) = columns.route(row, where_)?;
+        let ref_logps = match columns.reference(row) {
+            TableReference::Absent => None,
+            TableReference::Invalid => {
+                problems.bad_refs.push((row, id.clone()));
+                None
+            }
+            TableReference::Valid {
+                logps,
+                scored_tokens,
+            } => {
+                // The table's values are usable only for exactly the sequences trained on:
+                // `score` records the lengths it scored.
+                match scored_tokens {
+                    Some(scored) => {
+                        let ours = (
+                            Some(tokens.prompt.len() as f64),
+                            Some(tokens.chosen.len() as f64),
+                            Some(tokens.rejected.len() as f64),
+                        );
+                        if scored != ours {
+                            problems.token_mismatch.push((row, id.clone()));
+                        }
+                    }
+                    None if tokens.truncated => {
+                        problems.truncated_with_refs.push((row, id.clone()))
+                    }
+                    None => {}
+                }
+                Some(logps)
+            }
+        };
+        out.push(TrainPair {
+            row,
+            prompt_id: id,
+            prompt: tokens.prompt,
+            chosen: tokens.chosen,
+            rejected: tokens.rejected,
+            truncated: tokens.truncated,
+            rating_gap,
+            sft,
+            curriculum_rank,
+            ref_logps,
+        });
+    }
+    problems.check(input, needs_rating)?;
+    if out.is_empty() {
+        return Err(Error::Input(format!(
+            "{input}: every one of the {rows} rows has a prompt of at least data.max-length = {} \
+             tokens; nothing to train on",
+            data.max_length
+        )));
+    }
+    normalise_gaps(&mut out, &mut stats, needs_rating, input)?;
+    if let Some(n) = data.subset {
+        out = take_subset(out, n, seed)?;
+        stats.subset = Some(out.len());
+    }
+    let (train, eval) = split(out, data.eval_fraction, seed);
+    stats.train_pairs = train.len();
+    stats.eval_pairs = eval.len();
+    stats.data_hash = data_hash(train.iter().chain(&eval));
+    Ok(PairData { train, eval, stats })
+}
+
+/// The pair table of `data.pairs`, all of it, sorted by `prompt_id`.
+async fn read_sorted(data: &DataSection) -> Result<RecordBatch> {
     let input = data.pairs.as_str();
     let pairs = PairInput::open(input, data.input_format).await?;
     pairs.schema.require(
@@ -200,228 +219,121 @@ pub async fn load_pairs(
             "{input}: the pair table has no rows; nothing to train on"
         )));
     }
-    let batch = sorted_by_prompt_id(&batches[0].schema(), &batches)?;
-    let rows = batch.num_rows();
-    let ids = batch
-        .column_by_name("prompt_id")
-        .ok_or_else(|| Error::Input(format!("{input}: no prompt_id column")))?;
-    let prompt_id = |row: usize| string_at(ids, row).unwrap_or_default().to_string();
+    Ok(sorted_by_prompt_id(&batches[0].schema(), &batches)?)
+}
 
-    // MixDPO routing.
-    let route_column = batch.column_by_name("route");
-    let mixdpo = match (data.mixdpo, route_column) {
-        (MixDpo::Off, _) | (MixDpo::Auto, None) => false,
-        (MixDpo::Auto | MixDpo::On, Some(_)) => true,
-        (MixDpo::On, None) => {
-            return Err(Error::Input(format!(
-                "{input}: data.mixdpo = \"on\" needs a 'route' column (run `prefsmith route` first)"
-            )));
-        }
-    };
-    let curriculum = if mixdpo {
-        let column = batch.column_by_name("curriculum_rank").ok_or_else(|| {
-            Error::Input(format!(
-                "{input}: a 'route' column without 'curriculum_rank' (MixDPO orders by it)"
-            ))
-        })?;
-        Some(cast(column, &DataType::Int64)?)
-    } else {
-        None
-    };
+/// A row's token sequences after truncation.
+struct RowTokens {
+    prompt: Vec<u32>,
+    chosen: Vec<u32>,
+    rejected: Vec<u32>,
+    /// Whether the prompt or a response was cut.
+    truncated: bool,
+}
 
-    // Rating gaps, raw.
-    let gap_column = float_column(&batch, "rating_gap", input)?;
-    let score_columns = (
-        float_column(&batch, "score_chosen", input)?,
-        float_column(&batch, "score_rejected", input)?,
-    );
-    let raw_gap = |row: usize| -> Option<f64> {
-        if let Some(c) = &gap_column {
-            return value_at(c, row);
-        }
-        match &score_columns {
-            (Some(c), Some(r)) => Some(value_at(c, row)? - value_at(r, row)?),
-            _ => None,
-        }
-    };
-
-    // Reference log-probs from the table.
-    let ref_columns = match (
-        float_column(&batch, "ref_logp_chosen", input)?,
-        float_column(&batch, "ref_logp_rejected", input)?,
+/// Renders and tokenizes both sides of `row` and cuts them to the configured lengths; `None`
+/// when the prompt alone fills `max-length`. `where_` names the row in errors.
+fn tokenize_row(
+    batch: &RecordBatch,
+    row: usize,
+    lm: &LanguageModel,
+    data: &DataSection,
+    where_: impl Fn() -> String,
+) -> Result<Option<RowTokens>> {
+    let (request, chosen_text) = pair_side(batch, "chosen", row)?;
+    let (_, rejected_text) = pair_side(batch, "rejected", row)?;
+    let mut prompt = lm.prompt_ids(&request)?;
+    let mut chosen = lm.response_ids(&chosen_text)?;
+    let mut rejected = lm.response_ids(&rejected_text)?;
+    if prompt.is_empty() {
+        return Err(Error::Input(format!("{}: the prompt is empty", where_())));
+    }
+    if chosen.is_empty() || rejected.is_empty() {
+        return Err(Error::Input(format!(
+            "{}: a response has no tokens",
+            where_()
+        )));
+    }
+    let truncated = match truncate(
+        &mut prompt,
+        &mut [&mut chosen, &mut rejected],
+        data.max_length,
+        data.max_prompt_length,
+        data.truncation,
     ) {
-        (Some(c), Some(r)) => Some((c, r)),
-        (None, None) => None,
-        _ => {
+        Cut::PromptTooLong => return Ok(None),
+        Cut::Truncated => true,
+        Cut::None => false,
+    };
+    Ok(Some(RowTokens {
+        prompt,
+        chosen,
+        rejected,
+        truncated,
+    }))
+}
+
+/// Rows whose values cannot be trained on, collected over the whole table so that one error
+/// names all of them.
+#[derive(Default)]
+struct RowProblems {
+    /// A NaN or infinite rating gap.
+    bad_gaps: Vec<(usize, String)>,
+    /// A null, NaN or infinite reference log-prob.
+    bad_refs: Vec<(usize, String)>,
+    /// Reference log-probs of whole sequences for a row that is truncated.
+    truncated_with_refs: Vec<(usize, String)>,
+    /// Reference log-probs scored on other token sequences than those trained on.
+    token_mismatch: Vec<(usize, String)>,
+}
+
+impl RowProblems {
+    /// The first kind of problem found, as an error naming its rows. Bad rating gaps matter
+    /// only to a rating-aware loss (`needs_rating`).
+    fn check(&self, input: &str, needs_rating: bool) -> Result<()> {
+        if needs_rating && !self.bad_gaps.is_empty() {
             return Err(Error::Input(format!(
-                "{input}: only one of ref_logp_chosen / ref_logp_rejected is present"
+                "{input}: the rating gap is NaN or infinite in {} (a rating-aware loss needs a \
+                 finite gap, or null for an unrated pair)",
+                name_rows(&self.bad_gaps)
             )));
         }
-    };
-    let ref_token_columns = (
-        float_column(&batch, "ref_prompt_tokens", input)?,
-        float_column(&batch, "ref_tokens_chosen", input)?,
-        float_column(&batch, "ref_tokens_rejected", input)?,
-    );
-
-    let mut stats = DataStats {
-        rows,
-        mixdpo,
-        reference_from_table: ref_columns.is_some(),
-        ..Default::default()
-    };
-    let mut out: Vec<TrainPair> = Vec::with_capacity(rows);
-    let mut bad_gaps = Vec::new();
-    let mut bad_refs = Vec::new();
-    let mut truncated_with_refs = Vec::new();
-    let mut token_mismatch = Vec::new();
-    for row in 0..rows {
-        let id = prompt_id(row);
-        let where_ = || format!("{input}: row {row} (prompt_id {id})");
-        let (request, chosen_text) = pair_side(&batch, "chosen", row)?;
-        let (_, rejected_text) = pair_side(&batch, "rejected", row)?;
-        let mut prompt = lm.prompt_ids(&request)?;
-        let mut chosen = lm.response_ids(&chosen_text)?;
-        let mut rejected = lm.response_ids(&rejected_text)?;
-        if prompt.is_empty() {
-            return Err(Error::Input(format!("{}: the prompt is empty", where_())));
-        }
-        if chosen.is_empty() || rejected.is_empty() {
+        if !self.bad_refs.is_empty() {
             return Err(Error::Input(format!(
-                "{}: a response has no tokens",
-                where_()
+                "{input}: ref_logp_chosen / ref_logp_rejected is null, NaN or infinite in {}",
+                name_rows(&self.bad_refs)
             )));
         }
-        let truncated = match truncate(
-            &mut prompt,
-            &mut [&mut chosen, &mut rejected],
-            data.max_length,
-            data.max_prompt_length,
-            data.truncation,
-        ) {
-            Cut::PromptTooLong => {
-                stats.dropped_prompt_too_long += 1;
-                continue;
-            }
-            Cut::Truncated => true,
-            Cut::None => false,
-        };
-        stats.truncated += truncated as usize;
+        if !self.truncated_with_refs.is_empty() {
+            return Err(Error::Input(format!(
+                "{input}: the table's reference log-probs cover whole sequences, but {} must be \
+                 truncated to data.max-length / max-prompt-length; score the table with the same \
+                 limits (`prefsmith score --max-length … --max-prompt-length …`), raise the limits, \
+                 or drop the ref_logp_* columns so that the trainer computes them",
+                name_rows(&self.truncated_with_refs)
+            )));
+        }
+        if !self.token_mismatch.is_empty() {
+            return Err(Error::Input(format!(
+                "{input}: the sequences the table's reference log-probs were computed on \
+                 (ref_prompt_tokens, ref_tokens_*) are not those trained on in {}: score the table \
+                 with the policy's tokenizer and chat template and with the same --max-length, \
+                 --max-prompt-length and --truncation as data.* here",
+                name_rows(&self.token_mismatch)
+            )));
+        }
+        Ok(())
+    }
+}
 
-        let rating_gap = match raw_gap(row) {
-            Some(g) if !g.is_finite() => {
-                bad_gaps.push((row, id.clone()));
-                None
-            }
-            other => other,
-        };
-        let (sft, curriculum_rank) = match (&curriculum, route_column) {
-            (Some(ranks), Some(routes)) => {
-                let route = string_at(routes, row);
-                let sft = match route {
-                    Some("sft") => true,
-                    Some("dpo") => false,
-                    other => {
-                        return Err(Error::Input(format!(
-                            "{}: route {other:?}, expected \"dpo\" or \"sft\"",
-                            where_()
-                        )));
-                    }
-                };
-                let ranks = ranks.as_primitive::<Int64Type>();
-                if ranks.is_null(row) {
-                    return Err(Error::Input(format!(
-                        "{}: curriculum_rank is null",
-                        where_()
-                    )));
-                }
-                (sft, Some(ranks.value(row)))
-            }
-            _ => (false, None),
-        };
-        let ref_logps = match &ref_columns {
-            Some((c, r)) => match (value_at(c, row), value_at(r, row)) {
-                (Some(c), Some(r)) if c.is_finite() && r.is_finite() => {
-                    // The table's values are usable only for exactly the sequences trained on:
-                    // `score` records the lengths it scored.
-                    let (tp, tc, tr) = &ref_token_columns;
-                    match (tp, tc, tr) {
-                        (Some(tp), Some(tc), Some(tr)) => {
-                            let scored = (value_at(tp, row), value_at(tc, row), value_at(tr, row));
-                            let ours = (
-                                Some(prompt.len() as f64),
-                                Some(chosen.len() as f64),
-                                Some(rejected.len() as f64),
-                            );
-                            if scored != ours {
-                                token_mismatch.push((row, id.clone()));
-                            }
-                        }
-                        _ if truncated => truncated_with_refs.push((row, id.clone())),
-                        _ => {}
-                    }
-                    Some((c, r))
-                }
-                _ => {
-                    bad_refs.push((row, id.clone()));
-                    None
-                }
-            },
-            None => None,
-        };
-        out.push(TrainPair {
-            row,
-            prompt_id: id,
-            prompt,
-            chosen,
-            rejected,
-            truncated,
-            rating_gap,
-            sft,
-            curriculum_rank,
-            ref_logps,
-        });
-    }
-    if needs_rating && !bad_gaps.is_empty() {
-        return Err(Error::Input(format!(
-            "{input}: the rating gap is NaN or infinite in {} (a rating-aware loss needs a \
-             finite gap, or null for an unrated pair)",
-            name_rows(&bad_gaps)
-        )));
-    }
-    if !bad_refs.is_empty() {
-        return Err(Error::Input(format!(
-            "{input}: ref_logp_chosen / ref_logp_rejected is null, NaN or infinite in {}",
-            name_rows(&bad_refs)
-        )));
-    }
-    if !truncated_with_refs.is_empty() {
-        return Err(Error::Input(format!(
-            "{input}: the table's reference log-probs cover whole sequences, but {} must be \
-             truncated to data.max-length / max-prompt-length; score the table with the same \
-             limits (`prefsmith score --max-length … --max-prompt-length …`), raise the limits, \
-             or drop the ref_logp_* columns so that the trainer computes them",
-            name_rows(&truncated_with_refs)
-        )));
-    }
-    if !token_mismatch.is_empty() {
-        return Err(Error::Input(format!(
-            "{input}: the sequences the table's reference log-probs were computed on \
-             (ref_prompt_tokens, ref_tokens_*) are not those trained on in {}: score the table \
-             with the policy's tokenizer and chat template and with the same --max-length, \
-             --max-prompt-length and --truncation as data.* here",
-            name_rows(&token_mismatch)
-        )));
-    }
-    if out.is_empty() {
-        return Err(Error::Input(format!(
-            "{input}: every one of the {rows} rows has a prompt of at least data.max-length = {} \
-             tokens; nothing to train on",
-            data.max_length
-        )));
-    }
-
-    // Normalise the gaps by their standard deviation (ddof = 0).
+/// Divides the rating gaps by their standard deviation (ddof = 0), recorded in `stats`; a
+/// rating-aware loss (`needs_rating`) needs rated pairs whose gaps differ.
+fn normalise_gaps(
+    out: &mut [TrainPair],
+    stats: &mut DataStats,
+    needs_rating: bool,
+    input: &str,
+) -> Result<()> {
     let gaps: Vec<f64> = out.iter().filter_map(|p| p.rating_gap).collect();
     stats.rated = gaps.len();
     if !gaps.is_empty() {
@@ -429,7 +341,7 @@ pub async fn load_pairs(
         let std = (gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64).sqrt();
         if std > 0.0 && std.is_finite() {
             stats.rating_gap_std = Some(std);
-            for p in &mut out {
+            for p in out.iter_mut() {
                 p.rating_gap = p.rating_gap.map(|g| g / std);
             }
         } else if needs_rating {
@@ -444,26 +356,22 @@ pub async fn load_pairs(
              'score_chosen' and 'score_rejected', and at least one rated pair"
         )));
     }
+    Ok(())
+}
 
-    if let Some(n) = data.subset {
-        if n < 2 {
-            return Err(Error::Config(format!(
-                "data.subset = {n}: a subset needs at least 2 pairs"
-            )));
-        }
-        let keep = smallest_by_hash(&out, n, &format!("subset:{seed}"));
-        out = out
-            .into_iter()
-            .zip(keep)
-            .filter_map(|(pair, kept)| kept.then_some(pair))
-            .collect();
-        stats.subset = Some(out.len());
+/// `data.subset`: the `n` pairs whose seeded hash ranks lowest, in table order.
+fn take_subset(out: Vec<TrainPair>, n: usize, seed: u64) -> Result<Vec<TrainPair>> {
+    if n < 2 {
+        return Err(Error::Config(format!(
+            "data.subset = {n}: a subset needs at least 2 pairs"
+        )));
     }
-    let (train, eval) = split(out, data.eval_fraction, seed);
-    stats.train_pairs = train.len();
-    stats.eval_pairs = eval.len();
-    stats.data_hash = data_hash(train.iter().chain(&eval));
-    Ok(PairData { train, eval, stats })
+    let keep = smallest_by_hash(&out, n, &format!("subset:{seed}"));
+    Ok(out
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(pair, kept)| kept.then_some(pair))
+        .collect())
 }
 
 /// Holds out `round(fraction · n)` pairs: those whose sha256 of `"{seed}:{prompt_id}:{row}"`
@@ -529,19 +437,6 @@ fn data_hash<'a>(pairs: impl Iterator<Item = &'a TrainPair>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prompts_keep_the_configured_end() {
-        let mut p = vec![1, 2, 3, 4, 5];
-        assert!(truncate_prompt(&mut p, Some(3), Truncation::KeepEnd));
-        assert_eq!(p, vec![3, 4, 5]);
-        let mut p = vec![1, 2, 3, 4, 5];
-        assert!(truncate_prompt(&mut p, Some(3), Truncation::KeepStart));
-        assert_eq!(p, vec![1, 2, 3]);
-        let mut p = vec![1, 2];
-        assert!(!truncate_prompt(&mut p, Some(3), Truncation::KeepEnd));
-        assert!(!truncate_prompt(&mut p, None, Truncation::KeepEnd));
-    }
 
     #[test]
     fn the_split_is_seeded_and_keeps_order() {

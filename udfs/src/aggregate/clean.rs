@@ -1,4 +1,4 @@
-//! Label cleaning aggregates (CURATRON / RORATRON, Decision 5), one result per prompt:
+//! Label cleaning aggregates (CURATRON / RORATRON, `docs/ALGORITHMS.md` §5), one result per prompt:
 //!
 //! * `clean_scores(response_index, score [, temperature])`: X_ij = (s_i − s_j)/T (T = 1), fully
 //!   observed; null, NaN and ±inf scores are left out. Rank 2 by construction, so cleaning can

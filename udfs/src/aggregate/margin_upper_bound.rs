@@ -1,5 +1,5 @@
 //! `margin_upper_bound(margin [, divisor [, m1]])`: M2, the upper clip of one margin source in
-//! BeeS (Decision 3), found by the tail-sparsity search over the finite margins:
+//! BeeS (`docs/ALGORITHMS.md` §3.3), found by the tail-sparsity search over the finite margins:
 //!
 //! `M2 ← max(trunc(max / d), M1 + 1)`; while `M2 + 1 ≤ max` and `tail(M2 + 1) ≥ 30` and
 //! `tail(M2 + 1) ≥ max − (M2 + 1)`: `M2 ← M2 + 1`; then `M2 ← min(M2, max)`, and `M1 + 1` if
@@ -26,7 +26,7 @@ use datafusion::logical_expr::{
 use crate::arguments;
 use crate::documentation::MARGINS;
 
-/// The lower clip M1 of every source (Decision 3).
+/// The lower clip M1 of every source (`docs/ALGORITHMS.md` §3).
 pub const DEFAULT_M1: f64 = -2.0;
 /// The divisor of the external source.
 pub const DEFAULT_DIVISOR: f64 = 1.5;

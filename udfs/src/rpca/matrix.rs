@@ -1,7 +1,7 @@
 //! The per-prompt logit matrices that label cleaning decomposes: skew-symmetric, from one
 //! score per response or from pairwise judgments (with Ω, the judged pairs).
 
-/// The logit matrix of scores: X_ij = (s_i − s_j)/T (Decision 5; rank 2 by construction).
+/// The logit matrix of scores: X_ij = (s_i − s_j)/T (`docs/ALGORITHMS.md` §5.2; rank 2 by construction).
 pub fn score_matrix(scores: &[f64], temperature: f64) -> Vec<f64> {
     let n = scores.len();
     let mut x = vec![0.0; n * n];

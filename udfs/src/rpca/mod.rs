@@ -1,6 +1,6 @@
 //! Robust PCA by principal component pursuit, solved with the inexact augmented Lagrangian
 //! method (Lin, Chen & Ma 2010), for the small per-prompt comparison matrices of CURATRON /
-//! RORATRON label cleaning (Decision 5). Pure Rust, no I/O.
+//! RORATRON label cleaning (`docs/ALGORITHMS.md` §5). Pure Rust, no I/O.
 //!
 //! `X = L + S` with `L` low rank and `S` sparse: minimise `‖L‖_* + λ‖S‖₁` subject to
 //! `P_Ω(L + S) = P_Ω(X)`, Ω the observed entries (all of them in the fully observed version).

@@ -6,7 +6,7 @@ use super::jacobi::JacobiSvd;
 use super::linalg::frobenius;
 use super::subspace::SubspaceSvt;
 
-/// Settings of the solver (defaults as in Decision 5).
+/// Settings of the solver (defaults as in `docs/ALGORITHMS.md` §5.3).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RpcaOptions {
     /// The weight of ‖S‖₁; `None` = 1/√n.

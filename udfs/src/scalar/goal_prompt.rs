@@ -1,5 +1,5 @@
 //! `goal_prompt(score)`: the goal-conditioning system prompt of reward-augmented DPO (Zhang et
-//! al., Decision 6), with the released template exactly; the score prints as an integer when
+//! al., `docs/ALGORITHMS.md` §6.1), with the released template exactly; the score prints as an integer when
 //! integral (`7`), else as is (`7.5`).
 //!
 //! ```text

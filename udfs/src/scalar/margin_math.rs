@@ -1,4 +1,4 @@
-//! The margin arithmetic of BeeS (Deng et al., Decisions 3–4), as scalar functions:
+//! The margin arithmetic of BeeS (Deng et al., `docs/ALGORITHMS.md` §3–§4), as scalar functions:
 //!
 //! ```text
 //! SELECT implicit_reward(policy_logp, ref_logp, 0.1);          -- β·(lp_θ − lp_ref)
@@ -47,7 +47,7 @@ impl MarginMath {
         }
     }
 
-    /// `implicit_reward(policy_logp, ref_logp, beta)` = β·(lp_θ − lp_ref) (Decision 4).
+    /// `implicit_reward(policy_logp, ref_logp, beta)` = β·(lp_θ − lp_ref) (`docs/ALGORITHMS.md` §4).
     pub fn implicit_reward() -> Self {
         Self::new(Formula::ImplicitReward)
     }

@@ -1,0 +1,170 @@
+//! The streaming plan of `clean`: the wide layout, and the long layout whose prompts come in
+//! ascending key order, cleaned in chunks cut at prompt boundaries, so that memory stays a
+//! chunk of rows whatever the input size.
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::Schema;
+
+use super::config::CleanConfig;
+use super::long::clean_long;
+use super::stats::Totals;
+use super::wide::clean_wide;
+use crate::error::{Error, Result};
+use crate::input::{self, Layout};
+use crate::manifest::StageWriter;
+use crate::reader::string_at;
+use crate::stages::Progress;
+
+/// Rows per chunk of the streaming path (a chunk ends at a prompt boundary, so it can run
+/// over by the rest of one prompt).
+const CHUNK_ROWS: usize = 1 << 16;
+
+/// Cleans the wide layout (one prompt per row), or the long layout when its prompts come in
+/// ascending key order (each prompt's rows then lie together), chunk by chunk: memory stays
+/// a chunk of rows, not the input. Returns `None`, having written nothing that counts (no
+/// manifest), as soon as a long input turns out to be out of order.
+pub(super) async fn clean_in_chunks<F, Fut>(
+    files: &[crate::storage::Location],
+    schema: &Schema,
+    config: &CleanConfig,
+    validated: &input::ValidatedInput,
+    begin: F,
+    input: &str,
+) -> Result<Option<(StageWriter, Totals, u64)>>
+where
+    F: Fn(datafusion::arrow::datatypes::SchemaRef, bool) -> Fut,
+    Fut: std::future::Future<Output = Result<StageWriter>>,
+{
+    use futures::StreamExt;
+    let long = validated.layout == Layout::Long;
+    let key_column = if validated.has_prompt_id {
+        &config.columns.prompt_id
+    } else {
+        &config.columns.prompt
+    };
+    let mut stream = crate::reader::stream_in_order(files, schema)?;
+    let mut writer: Option<StageWriter> = None;
+    let mut totals = Totals::default();
+    let mut excluded = 0u64;
+    let mut pending: Vec<RecordBatch> = Vec::new();
+    let mut pending_rows = 0usize;
+    let mut rows_done = 0usize;
+    let mut last_key: Option<String> = None;
+    let mut progress = Progress::new("clean", validated.rows);
+    loop {
+        let next = stream.next().await.transpose()?;
+        let finished = next.is_none();
+        if let Some(batch) = next {
+            if long && !keys_continue_in_order(&batch, key_column, &mut last_key)? {
+                return Ok(None);
+            }
+            pending_rows += batch.num_rows();
+            pending.push(batch);
+            if pending_rows < CHUNK_ROWS {
+                continue;
+            }
+        }
+        // The chunk: everything pending, less (long layout, more to come) the rows of its
+        // last prompt, which may continue in the next batch.
+        let mut carry = Vec::new();
+        if long && !finished {
+            match hold_back_last_prompt(&mut pending, key_column)? {
+                Some(last_prompt) => carry.push(last_prompt),
+                // The whole batch is one prompt: keep gathering.
+                None => continue,
+            }
+        }
+        let chunk = std::mem::replace(&mut pending, carry);
+        pending_rows = pending.iter().map(RecordBatch::num_rows).sum();
+        let chunk_rows: usize = chunk.iter().map(RecordBatch::num_rows).sum();
+        if chunk_rows > 0 {
+            let (batches, chunk_totals, chunk_excluded) =
+                clean_chunk(&chunk, config, validated, rows_done)?;
+            for batch in &batches {
+                if writer.is_none() {
+                    // Long rows keyed by prompt id come out in its order (or not at all).
+                    let sorted = long && validated.has_prompt_id;
+                    writer = Some(begin(batch.schema(), sorted).await?);
+                }
+                writer.as_mut().expect("begun").write(batch).await?;
+            }
+            totals.merge(chunk_totals);
+            excluded += chunk_excluded;
+            rows_done += chunk_rows;
+            progress.advance(chunk_rows as u64);
+        }
+        if finished {
+            break;
+        }
+    }
+    progress.finish();
+    match writer {
+        Some(writer) => Ok(Some((writer, totals, excluded))),
+        None => Err(Error::EmptyInput { path: input.into() }),
+    }
+}
+
+/// Whether the prompt keys of a long batch keep ascending from `last_key` (equal keys
+/// continue a prompt); `last_key` becomes the batch's last key.
+fn keys_continue_in_order(
+    batch: &RecordBatch,
+    key_column: &str,
+    last_key: &mut Option<String>,
+) -> Result<bool> {
+    let keys = batch.column(batch.schema().index_of(key_column)?);
+    for r in 0..batch.num_rows() {
+        // Nulls are reported by clean_long, which names the row.
+        let Some(key) = string_at(keys, r) else {
+            continue;
+        };
+        match last_key {
+            Some(previous) if previous.as_str() > key => return Ok(false),
+            Some(previous) if previous.as_str() == key => {}
+            _ => *last_key = Some(key.to_string()),
+        }
+    }
+    Ok(true)
+}
+
+/// Cuts the rows of the last prompt off the last pending batch and returns them, or `None`
+/// (nothing cut) when that batch is all one prompt.
+fn hold_back_last_prompt(
+    pending: &mut Vec<RecordBatch>,
+    key_column: &str,
+) -> Result<Option<RecordBatch>> {
+    let last = pending.last().expect("a batch was just added");
+    let keys = last.column(last.schema().index_of(key_column)?);
+    let end = last.num_rows();
+    let key_at = |r: usize| string_at(keys, r);
+    let mut cut = end;
+    while cut > 0 && key_at(cut - 1) == key_at(end - 1) {
+        cut -= 1;
+    }
+    if cut == 0 {
+        return Ok(None);
+    }
+    let last = pending.pop().expect("checked");
+    pending.push(last.slice(0, cut));
+    Ok(Some(last.slice(cut, end - cut)))
+}
+
+/// Cleans one chunk in the input's layout; `rows_done` (the rows before it) names wide rows
+/// without a prompt id.
+fn clean_chunk(
+    chunk: &[RecordBatch],
+    config: &CleanConfig,
+    validated: &input::ValidatedInput,
+    rows_done: usize,
+) -> Result<(Vec<RecordBatch>, Totals, u64)> {
+    if validated.layout == Layout::Long {
+        clean_long(
+            chunk,
+            config,
+            validated.has_response_index,
+            validated.has_prompt_id,
+            false,
+        )
+    } else {
+        clean_wide(chunk, config, rows_done, false)
+    }
+}
