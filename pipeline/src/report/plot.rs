@@ -58,12 +58,13 @@ fn padded(lo: f64, hi: f64) -> std::ops::Range<f64> {
 }
 
 /// Tick labels for an axis spanning `range`: enough decimals to tell ticks about a fifth of
-/// the span apart, scientific notation for tiny magnitudes.
+/// the span apart (a loss moving in its sixth decimal shows six), scientific notation for
+/// tiny magnitudes (learning rates).
 fn tick_format(range: &std::ops::Range<f64>) -> impl Fn(&f64) -> String + use<> {
     let span = (range.end - range.start).abs().max(f64::MIN_POSITIVE);
     let magnitude = range.start.abs().max(range.end.abs());
-    let decimals = (-(span / 5.0).log10().floor()).max(0.0) as usize;
-    let scientific = magnitude < 1e-3 || decimals > 6;
+    let decimals = ((-(span / 5.0).log10().floor()).max(0.0) as usize).min(12);
+    let scientific = magnitude < 1e-3;
     move |v: &f64| {
         if *v == 0.0 {
             "0".to_string()
@@ -72,6 +73,16 @@ fn tick_format(range: &std::ops::Range<f64>) -> impl Fn(&f64) -> String + use<> 
         } else {
             format!("{v:.decimals$}")
         }
+    }
+}
+
+/// Tick labels for a count or position axis: whole numbers only (no "2, 2, 3" from ticks
+/// at halves).
+fn integer_ticks(v: &f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{}", v.round() as i64)
+    } else {
+        String::new()
     }
 }
 
@@ -105,7 +116,7 @@ pub fn histogram(title: &str, x_label: &str, h: &Histogram, markers: &[Marker]) 
         chart
             .configure_mesh()
             .x_label_formatter(&x_ticks)
-            .y_label_formatter(&|v: &f64| format!("{v:.0}"))
+            .y_label_formatter(&integer_ticks)
             .x_desc(x_label)
             .y_desc("count")
             .light_line_style(TRANSPARENT)
@@ -298,7 +309,7 @@ pub fn sorted_rewards(
         let y_ticks = tick_format(&padded(lo, hi));
         chart
             .configure_mesh()
-            .x_label_formatter(&|v: &f64| format!("{v:.0}"))
+            .x_label_formatter(&integer_ticks)
             .y_label_formatter(&y_ticks)
             .x_desc("response, by reward (ascending)")
             .y_desc("reward")
