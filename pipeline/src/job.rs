@@ -97,8 +97,30 @@ pub struct StageRun {
     pub up_to_date: bool,
 }
 
+/// A job that stopped at a stage: what ran before it, which stage failed, and why.
+#[derive(Debug)]
+pub struct JobFailure {
+    /// The stages that completed (ran or were up to date), in order.
+    pub runs: Vec<StageRun>,
+    /// The index of the stage that failed.
+    pub failed: usize,
+    /// Its error.
+    pub error: Error,
+}
+
 /// Runs every stage of `job` in order.
 pub async fn run(job: &Job, options: &RunOptions, force: bool) -> Result<Vec<StageRun>> {
+    run_reporting(job, options, force)
+        .await
+        .map_err(|f| f.error)
+}
+
+/// As [`run`], but a failure keeps the stages that completed before it (for the run's report).
+pub async fn run_reporting(
+    job: &Job,
+    options: &RunOptions,
+    force: bool,
+) -> std::result::Result<Vec<StageRun>, JobFailure> {
     if let Some(settings) = &job.storage {
         crate::storage::configure(settings.clone());
     }
@@ -117,13 +139,83 @@ pub async fn run(job: &Job, options: &RunOptions, force: bool) -> Result<Vec<Sta
             .input()
             .map(str::to_string)
             .or_else(|| previous.clone());
-        let run = run_stage(stage.as_ref(), input.as_deref(), options, force, &key).await?;
-        if stage.writes_table() {
-            previous = Some(run.output.clone());
+        match run_stage(stage.as_ref(), input.as_deref(), options, force, &key).await {
+            Ok(run) => {
+                if stage.writes_table() {
+                    previous = Some(run.output.clone());
+                }
+                runs.push(run);
+            }
+            Err(error) => {
+                return Err(JobFailure {
+                    runs,
+                    failed: i,
+                    error,
+                });
+            }
         }
-        runs.push(run);
     }
     Ok(runs)
+}
+
+/// Where each stage of `job` stands without running anything: its manifest, if its output has
+/// one, and whether that manifest is up to date with the stage's settings and inputs (`None`
+/// when that cannot be known, for instance because an input is missing).
+pub async fn status(job: &Job, options: &RunOptions) -> Vec<(Option<Manifest>, Option<bool>)> {
+    let mut previous: Option<String> = None;
+    let mut states = Vec::with_capacity(job.stages.len());
+    for (i, stage) in job.stages.iter().enumerate() {
+        let key = job.key(i);
+        let input = stage
+            .input()
+            .map(str::to_string)
+            .or_else(|| previous.clone());
+        if stage.writes_table() {
+            previous = stage.output().map(str::to_string);
+        }
+        let manifest = match stage.output().map(Location::parse) {
+            Some(Ok(location)) => Manifest::read_dir(&location).await.ok().flatten(),
+            _ => None,
+        };
+        let manifest = manifest.filter(|m| m.stage == stage.kind());
+        let fresh = match &manifest {
+            Some(m) => stage_hash_of(stage.as_ref(), input.as_deref(), options, &key)
+                .await
+                .ok()
+                .map(|hash| hash == m.config_hash),
+            None => None,
+        };
+        states.push((manifest, fresh));
+    }
+    states
+}
+
+/// The hash that decides whether `stage` is up to date, as [`run_stage`] computes it.
+async fn stage_hash_of(
+    stage: &dyn Stage,
+    input: Option<&str>,
+    options: &RunOptions,
+    key: &str,
+) -> Result<String> {
+    let output = stage
+        .output()
+        .ok_or_else(|| Error::config(key, "missing key 'output'"))?;
+    let input = if stage.reads_input() { input } else { None };
+    let inputs = match input {
+        Some(input) => input_files(input).await?,
+        None => Vec::new(),
+    };
+    let ctx = StageContext {
+        input,
+        output,
+        inputs: &inputs,
+        hash: "",
+        options,
+        key,
+        force: false,
+    };
+    let settings = stage.settings(&ctx).await?;
+    Ok(stage_hash(stage.kind(), &settings, &inputs))
 }
 
 /// Runs one stage unless its output is up to date (and `force` is off): the one up-to-date

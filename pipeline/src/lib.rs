@@ -7,7 +7,8 @@
 //! * [`job`] runs a list of stages from a TOML job file, skipping stages whose output is
 //!   complete and up to date;
 //! * [`sql`] runs ad-hoc SQL with every prefsmith function registered;
-//! * [`inspect`] summarises a dataset.
+//! * [`inspect`] summarises a dataset;
+//! * [`report`] writes the HTML page of a run.
 
 pub mod config;
 pub mod error;
@@ -26,3 +27,4 @@ pub mod stages;
 pub mod storage;
 
 pub use error::{Error, Result};
+pub mod report;

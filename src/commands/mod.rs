@@ -5,6 +5,7 @@ mod clean;
 mod export;
 mod inspect;
 mod model_args;
+mod report;
 mod reward;
 mod route;
 mod run;
@@ -61,6 +62,8 @@ enum Command {
     Synth(synth::Args),
     /// Summarise a dataset: layout, prompts, responses per prompt, invalid rewards, quantiles.
     Inspect(inspect::Args),
+    /// Write one self-contained HTML page of a run: its stages, plots and every figure.
+    Report(report::Args),
 }
 
 /// Runs the parsed command line.
@@ -80,6 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sql(args) => sql::run(args, cli.threads).await,
         Command::Synth(args) => synth::run(args, cli.threads).await,
         Command::Inspect(args) => inspect::run(args).await,
+        Command::Report(args) => report::run(args, cli.threads).await,
     }
 }
 

@@ -11,7 +11,8 @@
 //! * `model` — the llama model, tokenizer, scoring, sampling and judging against references;
 //! * `s3` — stages on a real S3 server (SeaweedFS, started by the tests): identical output,
 //!   named errors, and nothing that looks complete after a failure;
-//! * `train` — the trainer: losses vs numpy, learning, MixDPO, exact resume, bad input.
+//! * `train` — the trainer: losses vs numpy, learning, MixDPO, exact resume, bad input;
+//! * `report` — `prefsmith report` rendered by headless Chromium, failed and empty stages.
 //!
 //! A few of these files run past 600 lines: each holds one component's tests with the fixtures
 //! they share (a synthetic table, a started server), and every test is its own short unit.
@@ -24,6 +25,7 @@ mod common;
 mod export;
 mod model;
 mod reference;
+mod report;
 mod route;
 mod s3;
 mod s3_server;
