@@ -115,6 +115,25 @@ fn job_on_s3_writes_what_local_disk_gets_and_a_rerun_does_nothing() {
     ));
     let stdout = ok(&prefsmith_s3(server, dir.path(), &["run", "s3.toml"], &[]));
     assert!(stdout.contains(&format!("{root}/pairs")), "{stdout}");
+    // The job's report lands in its output root on S3, with plots read from S3 (the select
+    // section's picked prompts come from the input object).
+    assert!(
+        stdout.contains(&format!("report: {root}/report.html")),
+        "{stdout}"
+    );
+    let page = String::from_utf8(rt.block_on(get(&store, "out/report.html"))).unwrap();
+    assert!(
+        page.contains("data-kind=\"select\" data-state=\"ran\"")
+            && page.contains("(widest spread)")
+            && page.contains("Pairs by route")
+            && !page.contains("class=\"notice\""),
+        "{page}"
+    );
+    let stdout = ok(&prefsmith_s3(server, dir.path(), &["report", &root], &[]));
+    assert!(
+        stdout.contains(&format!("report: {root}/report.html (3 stages)")),
+        "{stdout}"
+    );
 
     for stage in ["pairs", "routed"] {
         let local_dir = dir.path().join("local").join(stage);

@@ -177,6 +177,20 @@ pub(super) fn column_setting(m: &Manifest, key: &str, default: &str) -> String {
         .to_string()
 }
 
+/// The prompt id of a row as SQL: the configured id column, or, as `select` does for a table
+/// without one, the SHA-256 of the prompt (`hf_prompt_id`). `None` when neither column exists.
+pub(super) fn prompt_id_sql(columns: &[(String, bool)], m: &Manifest) -> Option<String> {
+    let prompt_id = column_setting(m, "prompt-id", "prompt_id");
+    let prompt = column_setting(m, "prompt", "prompt");
+    if has(columns, &prompt_id) {
+        Some(format!("CAST({} AS VARCHAR)", ident(&prompt_id)))
+    } else if has(columns, &prompt) {
+        Some(format!("hf_prompt_id({})", ident(&prompt)))
+    } else {
+        None
+    }
+}
+
 pub(super) fn stat(m: &Manifest, key: &str) -> Option<f64> {
     m.stats.get(key).and_then(Value::as_f64)
 }

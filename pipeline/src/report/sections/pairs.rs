@@ -7,7 +7,8 @@ use super::super::figures::format_number;
 use super::super::plot::{self, Marker};
 use super::super::query::{self, ident, literal};
 use super::{
-    Plots, add_histogram, column_setting, columns_of, has, per_response, register_input, stat,
+    Plots, add_histogram, column_setting, columns_of, has, per_response, prompt_id_sql,
+    register_input, stat,
 };
 use crate::error::Result;
 use crate::manifest::Manifest;
@@ -73,23 +74,19 @@ async fn pick_plots(
         return Ok(());
     }
     let columns = columns_of(&input, "input").await?;
-    let prompt_id = column_setting(m, "prompt-id", "prompt_id");
     let scores = column_setting(m, "scores", "all_rm_scores");
     let reward = column_setting(m, "reward", "reward");
-    let value = match per_response(&columns, &scores).or_else(|| per_response(&columns, &reward)) {
-        Some(v) if has(&columns, &prompt_id) => v,
-        _ => {
-            plots.notice(format!(
-                "per-prompt plots: the input has no '{prompt_id}' with '{scores}' or '{reward}' columns"
-            ));
-            return Ok(());
-        }
+    let value = per_response(&columns, &scores).or_else(|| per_response(&columns, &reward));
+    let (Some(value), Some(prompt_id)) = (value, prompt_id_sql(&columns, m)) else {
+        plots.notice(format!(
+            "per-prompt plots: the input has no prompt id (or prompt) with '{scores}' or '{reward}' columns"
+        ));
+        return Ok(());
     };
     let ids: Vec<String> = picks.iter().map(|(id, _)| literal(id)).collect();
     let rewards = format!(
-        "SELECT p, v FROM (SELECT CAST({} AS VARCHAR) AS p, CAST({value} AS DOUBLE) AS v FROM input) \
+        "SELECT p, v FROM (SELECT {prompt_id} AS p, CAST({value} AS DOUBLE) AS v FROM input) \
          WHERE p IN ({})",
-        ident(&prompt_id),
         ids.join(", ")
     );
     let mut by_prompt: std::collections::HashMap<String, Vec<f64>> = Default::default();

@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::super::figures::format_number;
 use super::super::plot::{self, Marker};
 use super::super::query::{self, FINITE, ident};
-use super::{Plots, add_histogram, column_setting, has, per_response, stat};
+use super::{Plots, add_histogram, column_setting, has, per_response, prompt_id_sql, stat};
 use crate::error::Result;
 use crate::manifest::Manifest;
 
@@ -46,16 +46,13 @@ pub(super) async fn sample_plots(
 
 /// `SELECT p, v` over every response's reward, when the table has rewards.
 fn rewards_query(columns: &[(String, bool)], m: &Manifest) -> Option<String> {
-    let prompt_id = column_setting(m, "prompt-id", "prompt_id");
     let scores = column_setting(m, "scores", "all_rm_scores");
     let reward = column_setting(m, "reward", "reward");
     let value = per_response(columns, &scores).or_else(|| per_response(columns, &reward))?;
-    has(columns, &prompt_id).then(|| {
-        format!(
-            "SELECT CAST({} AS VARCHAR) AS p, CAST({value} AS DOUBLE) AS v FROM t",
-            ident(&prompt_id)
-        )
-    })
+    let prompt_id = prompt_id_sql(columns, m)?;
+    Some(format!(
+        "SELECT {prompt_id} AS p, CAST({value} AS DOUBLE) AS v FROM t"
+    ))
 }
 
 /// The reward of every response, the per-prompt spread and the invalid and degenerate counts.
