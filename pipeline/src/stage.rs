@@ -262,6 +262,43 @@ impl Overrides {
     }
 }
 
+/// The [`Stage`] impl of a stage whose config alone decides "up to date" (its `input` and
+/// `output` fields, [`config_settings`]) and whose `run(config, input, output)` does the work:
+/// `config_stage!(RouteConfig, "route", run);`.
+macro_rules! config_stage {
+    ($config:ty, $kind:literal, $run:path) => {
+        impl $crate::stage::Stage for $config {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+
+            fn input(&self) -> Option<&str> {
+                self.input.as_deref()
+            }
+
+            fn output(&self) -> Option<&str> {
+                self.output.as_deref()
+            }
+
+            fn settings<'a>(
+                &'a self,
+                _: &'a $crate::stage::StageContext<'a>,
+            ) -> futures::future::BoxFuture<'a, $crate::error::Result<serde_json::Value>> {
+                $crate::stage::config_settings(self)
+            }
+
+            fn run<'a>(
+                &'a self,
+                ctx: &'a $crate::stage::StageContext<'a>,
+            ) -> futures::future::BoxFuture<'a, $crate::error::Result<$crate::manifest::Manifest>>
+            {
+                Box::pin(async move { $run(self, ctx.input()?, ctx.output).await })
+            }
+        }
+    };
+}
+pub(crate) use config_stage;
+
 #[cfg(test)]
 mod tests {
     use super::*;

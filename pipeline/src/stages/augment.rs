@@ -79,33 +79,7 @@ fn partner(name: &str, schema: &Schema) -> Option<usize> {
     schema.index_of(&other).ok()
 }
 
-impl crate::stage::Stage for AugmentConfig {
-    fn kind(&self) -> &'static str {
-        "augment"
-    }
-
-    fn input(&self) -> Option<&str> {
-        self.input.as_deref()
-    }
-
-    fn output(&self) -> Option<&str> {
-        self.output.as_deref()
-    }
-
-    fn settings<'a>(
-        &'a self,
-        _: &'a crate::stage::StageContext<'a>,
-    ) -> futures::future::BoxFuture<'a, Result<serde_json::Value>> {
-        crate::stage::config_settings(self)
-    }
-
-    fn run<'a>(
-        &'a self,
-        ctx: &'a crate::stage::StageContext<'a>,
-    ) -> futures::future::BoxFuture<'a, Result<Manifest>> {
-        Box::pin(async move { run(self, ctx.input()?, ctx.output).await })
-    }
-}
+crate::stage::config_stage!(AugmentConfig, "augment", run);
 
 /// Runs `augment` from `input` into `output`.
 pub async fn run(config: &AugmentConfig, input: &str, output: &str) -> Result<Manifest> {

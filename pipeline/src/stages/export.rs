@@ -341,33 +341,7 @@ fn export_batch(
     Ok(RecordBatch::try_new(Arc::clone(out), columns)?)
 }
 
-impl crate::stage::Stage for ExportConfig {
-    fn kind(&self) -> &'static str {
-        "export"
-    }
-
-    fn input(&self) -> Option<&str> {
-        self.input.as_deref()
-    }
-
-    fn output(&self) -> Option<&str> {
-        self.output.as_deref()
-    }
-
-    fn settings<'a>(
-        &'a self,
-        _: &'a crate::stage::StageContext<'a>,
-    ) -> futures::future::BoxFuture<'a, Result<serde_json::Value>> {
-        crate::stage::config_settings(self)
-    }
-
-    fn run<'a>(
-        &'a self,
-        ctx: &'a crate::stage::StageContext<'a>,
-    ) -> futures::future::BoxFuture<'a, Result<Manifest>> {
-        Box::pin(async move { run(self, ctx.input()?, ctx.output).await })
-    }
-}
+crate::stage::config_stage!(ExportConfig, "export", run);
 
 /// Runs `export` from `input` into `output`.
 pub async fn run(config: &ExportConfig, input: &str, output: &str) -> Result<Manifest> {

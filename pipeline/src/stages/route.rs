@@ -115,33 +115,7 @@ impl RouteConfig {
     }
 }
 
-impl crate::stage::Stage for RouteConfig {
-    fn kind(&self) -> &'static str {
-        "route"
-    }
-
-    fn input(&self) -> Option<&str> {
-        self.input.as_deref()
-    }
-
-    fn output(&self) -> Option<&str> {
-        self.output.as_deref()
-    }
-
-    fn settings<'a>(
-        &'a self,
-        _: &'a crate::stage::StageContext<'a>,
-    ) -> futures::future::BoxFuture<'a, Result<serde_json::Value>> {
-        crate::stage::config_settings(self)
-    }
-
-    fn run<'a>(
-        &'a self,
-        ctx: &'a crate::stage::StageContext<'a>,
-    ) -> futures::future::BoxFuture<'a, Result<Manifest>> {
-        Box::pin(async move { run(self, ctx.input()?, ctx.output).await })
-    }
-}
+crate::stage::config_stage!(RouteConfig, "route", run);
 
 /// Runs `route` from `input` into `output`.
 pub async fn run(config: &RouteConfig, input: &str, output: &str) -> Result<Manifest> {

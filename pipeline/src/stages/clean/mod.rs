@@ -47,33 +47,7 @@ use comparisons::clean_comparisons;
 pub use config::CleanConfig;
 use long::clean_long;
 
-impl crate::stage::Stage for CleanConfig {
-    fn kind(&self) -> &'static str {
-        "clean"
-    }
-
-    fn input(&self) -> Option<&str> {
-        self.input.as_deref()
-    }
-
-    fn output(&self) -> Option<&str> {
-        self.output.as_deref()
-    }
-
-    fn settings<'a>(
-        &'a self,
-        _: &'a crate::stage::StageContext<'a>,
-    ) -> futures::future::BoxFuture<'a, Result<serde_json::Value>> {
-        crate::stage::config_settings(self)
-    }
-
-    fn run<'a>(
-        &'a self,
-        ctx: &'a crate::stage::StageContext<'a>,
-    ) -> futures::future::BoxFuture<'a, Result<Manifest>> {
-        Box::pin(async move { run(self, ctx.input()?, ctx.output).await })
-    }
-}
+crate::stage::config_stage!(CleanConfig, "clean", run);
 
 /// Runs `clean` from `input` into `output`.
 pub async fn run(config: &CleanConfig, input: &str, output: &str) -> Result<Manifest> {

@@ -40,33 +40,7 @@ use ranking::{bound_stats, no_eligible_pair, rank, source_bounds};
 pub use source::MarginSource;
 use source::resolve_sources;
 
-impl crate::stage::Stage for SelectMarginConfig {
-    fn kind(&self) -> &'static str {
-        "select-margin"
-    }
-
-    fn input(&self) -> Option<&str> {
-        self.input.as_deref()
-    }
-
-    fn output(&self) -> Option<&str> {
-        self.output.as_deref()
-    }
-
-    fn settings<'a>(
-        &'a self,
-        _: &'a crate::stage::StageContext<'a>,
-    ) -> futures::future::BoxFuture<'a, Result<serde_json::Value>> {
-        crate::stage::config_settings(self)
-    }
-
-    fn run<'a>(
-        &'a self,
-        ctx: &'a crate::stage::StageContext<'a>,
-    ) -> futures::future::BoxFuture<'a, Result<Manifest>> {
-        Box::pin(async move { run(self, ctx.input()?, ctx.output).await })
-    }
-}
+crate::stage::config_stage!(SelectMarginConfig, "select-margin", run);
 
 /// Runs `select-margin` from `input` into `output`.
 pub async fn run(config: &SelectMarginConfig, input: &str, output: &str) -> Result<Manifest> {
