@@ -34,6 +34,7 @@
 
 pub mod aggregate;
 mod arguments;
+pub mod cleaning;
 pub mod documentation;
 pub mod rpca;
 pub mod scalar;

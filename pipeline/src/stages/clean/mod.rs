@@ -64,6 +64,16 @@ pub async fn run(config: &CleanConfig, input: &str, output: &str) -> Result<Mani
     let infos = files.infos().await?;
     let first = &infos[0];
     let comparisons = reads_comparisons(config.input_format, first)?;
+    let method = config.method_for(comparisons);
+    if !comparisons && !method.reads_scores() {
+        return Err(Error::config(
+            "method",
+            format!(
+                "{input} holds scores, not pairwise judgments: {}",
+                prefsmith_udfs::cleaning::CleanError::NeedsJudgments(method)
+            ),
+        ));
+    }
     let schema = Arc::clone(&first.schema);
     // `sorted`: the rows are in ascending prompt id order, recorded in the Parquet metadata
     // so that `select` after `clean` can stream too.
@@ -109,7 +119,7 @@ pub async fn run(config: &CleanConfig, input: &str, output: &str) -> Result<Mani
         (writer, totals, excluded, layout, streaming)
     };
     totals.non_converged.sort();
-    let stats = totals.manifest_stats(layout, streaming, comparisons, excluded, config.temperature);
+    let stats = totals.manifest_stats(layout, streaming, method, comparisons, excluded, config.temperature);
     let manifest = Manifest::new(
         "clean",
         config.hash(&infos),
