@@ -35,8 +35,8 @@ use datafusion::logical_expr::{
 };
 
 use crate::arguments;
-use crate::documentation::LABEL_CLEANING;
 use crate::cleaning::{CleanError, CleanMethod, Cleaned, clean_indexed_scores, clean_judgments};
+use crate::documentation::LABEL_CLEANING;
 
 /// Which input the aggregate reads: one score per response, or pairwise judgments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -250,11 +250,11 @@ impl AggregateUDFImpl for CleanLabels {
             CleaningInput::Comparisons => 3,
         };
         for expr in &acc.exprs[fixed..] {
-            let value = arguments::aggregate_constant(name, "method or temperature", expr.as_ref())?;
+            let value =
+                arguments::aggregate_constant(name, "method or temperature", expr.as_ref())?;
             match (value.try_as_str(), &value) {
                 (Some(Some(text)), _) => {
-                    method = CleanMethod::parse(text)
-                        .or_else(|e| exec_err!("{name}: {e}"))?;
+                    method = CleanMethod::parse(text).or_else(|e| exec_err!("{name}: {e}"))?;
                 }
                 (_, ScalarValue::Float64(Some(t))) if *t > 0.0 && t.is_finite() => {
                     temperature = *t;
@@ -461,15 +461,13 @@ impl CleanAccumulator {
     /// The group's cleaning: (response indices, result).
     fn clean(&self) -> Result<(Vec<i64>, Cleaned)> {
         match self.source {
-            CleaningInput::Scores => {
-                clean_indexed_scores(
-                    &self.first_indices,
-                    &self.values,
-                    self.temperature,
-                    self.method,
-                )
-                .or_else(|e| exec_err!("clean_scores: {e}"))
-            }
+            CleaningInput::Scores => clean_indexed_scores(
+                &self.first_indices,
+                &self.values,
+                self.temperature,
+                self.method,
+            )
+            .or_else(|e| exec_err!("clean_scores: {e}")),
             CleaningInput::Comparisons => {
                 let judgments: Vec<(i64, i64, f64)> = self
                     .first_indices

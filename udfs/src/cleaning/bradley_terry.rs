@@ -265,10 +265,7 @@ mod tests {
     #[test]
     fn a_response_that_wins_everything_stays_finite_and_an_unjudged_one_scores_zero() {
         let judgments = [(0, 1, 1.0), (0, 2, 1.0), (1, 2, 1.0)];
-        let c = bt_mle(
-            &PairCounts::from_positions(4, &judgments),
-            PRIOR_PRECISION,
-        );
+        let c = bt_mle(&PairCounts::from_positions(4, &judgments), PRIOR_PRECISION);
         assert!(c.converged && c.scores.iter().all(|s| s.is_finite()));
         assert_eq!(c.scores[3], 0.0);
         assert_eq!(c.ranks, [1, 2, 4, 3]);

@@ -3,7 +3,7 @@
 //! decomposition, or the input passed through when the solver's result cannot be used.
 
 use super::{Cleaned, ranks_by_score};
-use crate::rpca::{Rpca, frobenius, RpcaOptions, StableOptions, pcp, stable_pcp};
+use crate::rpca::{Rpca, RpcaOptions, StableOptions, frobenius, pcp, stable_pcp};
 
 /// Cleans one prompt's skew-symmetric logit matrix `x` (row-major n × n, Ω given by
 /// `observed`, `None` = all) by PCP: RPCA, skew-symmetrise L, Borda scores, ranks, flags

@@ -79,8 +79,14 @@ impl Totals {
             ("passed_through", json!(self.passed_through)),
             ("degenerate", json!(self.degenerate)),
             ("non_converged", json!(self.non_converged.len())),
-            ("non_converged_prompts", json!(self.non_converged.iter().take(100).collect::<Vec<_>>())),
-            ("mean_iterations", json!(self.iterations as f64 / self.prompts.max(1) as f64)),
+            (
+                "non_converged_prompts",
+                json!(self.non_converged.iter().take(100).collect::<Vec<_>>()),
+            ),
+            (
+                "mean_iterations",
+                json!(self.iterations as f64 / self.prompts.max(1) as f64),
+            ),
             ("max_iterations", json!(self.max_iterations)),
             ("max_residual", json!(self.max_residual)),
             ("flagged_comparisons", json!(self.flagged)),
@@ -97,6 +103,6 @@ impl Totals {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
-            .collect()
+        .collect()
     }
 }
