@@ -15,6 +15,10 @@ pub struct Args {
     /// Output directory.
     #[arg(long)]
     output: String,
+    /// Cleaning method: bt-trim (default on comparisons), bt-mle, borda, pcp (default on
+    /// scores) or stable-pcp.
+    #[arg(long)]
+    method: Option<String>,
     /// Temperature T of the score matrix X_ij = (s_i − s_j)/T (default 1).
     #[arg(long)]
     temperature: Option<f64>,
@@ -34,6 +38,7 @@ pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
     overrides
         .set("input", Some(args.input))
         .set("output", Some(args.output))
+        .set("method", args.method)
         .set("temperature", args.temperature)
         .set("input-format", args.input_format);
     let stage = super::build_stage(overrides, "clean")?;
@@ -46,9 +51,10 @@ pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
 pub fn print_summary(output: &str, manifest: &Manifest) {
     let stat = |key: &str| manifest.stats.get(key).cloned().unwrap_or_default();
     println!(
-        "clean: {} rows written to {output} ({} layout): prompts {}, cleaned {}, passed through {} (degenerate {}), not converged {}, flagged comparisons {}, mean iterations {:.1}",
+        "clean: {} rows written to {output} ({} layout, method {}): prompts {}, cleaned {}, passed through {} (degenerate {}), not converged {}, flagged comparisons {}, mean iterations {:.1}",
         manifest.rows,
         stat("layout").as_str().unwrap_or("?"),
+        stat("method").as_str().unwrap_or("?"),
         stat("prompts"),
         stat("solved"),
         stat("passed_through"),
@@ -57,4 +63,9 @@ pub fn print_summary(output: &str, manifest: &Manifest) {
         stat("flagged_comparisons"),
         stat("mean_iterations").as_f64().unwrap_or(0.0),
     );
+    if stat("layout").as_str() != Some("comparisons")
+        && let Some(note) = stat("note").as_str()
+    {
+        println!("clean: note: {note}");
+    }
 }

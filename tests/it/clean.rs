@@ -2,9 +2,12 @@
 //! implementation, and recovery of true rankings from synthetic corrupted and incomplete
 //! comparisons.
 
-use prefsmith_udfs::rpca::{RpcaOptions, clean_matrix, pcp, score_matrix};
+use prefsmith_udfs::cleaning::clean_matrix;
+use prefsmith_udfs::rpca::{RpcaOptions, pcp, score_matrix};
 
-use crate::common::{data, fails, manifest, ok, prefsmith, python_script, tempdir};
+use std::process::Command;
+
+use crate::common::{data, fails, manifest, ok, prefsmith, python, python_script, repo, tempdir};
 
 /// A small deterministic generator (SplitMix64), so the synthetic data is the same everywhere.
 struct Rng(u64);
@@ -185,6 +188,53 @@ fn solver_matches_the_numpy_reference() {
     assert!(stdout.contains("rpca matches on 5 matrices"), "{stdout}");
 }
 
+/// Every method of `prefsmith clean` against the independent numpy reference
+/// (`tests/python/reference_clean_methods.py`, written from `docs/ALGORITHMS.md` §5 alone) on
+/// random and hand-made prompts.
+#[test]
+fn every_method_matches_the_numpy_reference() {
+    let stdout = ok(&python_script(
+        "check_clean_methods.py",
+        &[
+            "--prefsmith",
+            env!("CARGO_BIN_EXE_prefsmith"),
+            "--prompts",
+            "60",
+        ],
+    ));
+    assert!(
+        stdout.contains("clean methods match the reference on 64 prompts"),
+        "{stdout}"
+    );
+    let stdout = ok(&python_script(
+        "reference_clean_methods.py",
+        &["--self-test"],
+    ));
+    assert!(stdout.contains("ok ("), "{stdout}");
+}
+
+/// The reduced recovery grid (`benches/clean_grid.py --reduced`, `docs/ALGORITHMS.md` §5.14)
+/// through the stage: the default must obey the no-harm rule on fixed seeds.
+#[test]
+fn the_default_method_does_no_harm_on_the_reduced_grid() {
+    let output = Command::new(python())
+        .arg(repo().join("benches/clean_grid.py"))
+        .args([
+            "--prefsmith",
+            env!("CARGO_BIN_EXE_prefsmith"),
+            "--reduced",
+            "--check",
+        ])
+        .output()
+        .expect("python runs");
+    let stdout = ok(&output);
+    println!("{stdout}");
+    assert!(
+        stdout.contains("No-harm failures (bt-trim): 0 of 24; gain failures: 0 of 4"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn clean_then_select_on_the_arena_data() {
     let dir = tempdir();
@@ -198,13 +248,23 @@ fn clean_then_select_on_the_arena_data() {
         cleaned.to_str().expect("utf-8"),
     ]));
     assert!(
-        stdout.contains("clean: 300 rows") && stdout.contains("(wide layout)"),
+        stdout.contains("clean: 300 rows") && stdout.contains("(wide layout, method pcp)"),
         "{stdout}"
     );
     let m = manifest(&cleaned);
     assert_eq!(m["stats"]["prompts"], 300);
     assert_eq!(m["stats"]["non_converged"], 0);
-    assert!(m["stats"]["note"].as_str().unwrap_or("").contains("rank 2"));
+    // What cleaning can and cannot find on scores is said in the manifest and on stdout.
+    let note = m["stats"]["note"].as_str().unwrap_or("");
+    assert!(
+        note.contains("rank-2") && note.contains("cannot find a single wrong comparison"),
+        "{note}"
+    );
+    assert_eq!(m["stats"]["method"], "pcp");
+    assert!(
+        stdout.contains("clean: note: scores give a rank-2 matrix"),
+        "{stdout}"
+    );
     let stdout = ok(&prefsmith(&[
         "select",
         "--input",
@@ -312,7 +372,7 @@ fn long_layout_and_comparisons_with_edge_cases() {
         out.to_str().expect("utf-8"),
     ]));
     assert!(
-        stdout.contains("clean: 4 rows") && stdout.contains("(comparisons layout)"),
+        stdout.contains("clean: 4 rows") && stdout.contains("(comparisons layout, method bt-trim)"),
         "{stdout}"
     );
     let bad = dir.path().join("bad.parquet");
@@ -334,6 +394,62 @@ fn long_layout_and_comparisons_with_edge_cases() {
     );
     assert!(
         stderr.contains("row 0") && stderr.contains("outcome must be in [0, 1]"),
+        "{stderr}"
+    );
+    // Each bad judgment is named by its row (the second row: row 1).
+    for (k, (row, message)) in [
+        (
+            "('p', 2, 2, 1.0)",
+            "i = j = 2: a response judged against itself",
+        ),
+        (
+            "('p', -1, 2, 1.0)",
+            "response indices are 0-based, got (-1, 2)",
+        ),
+        ("('p', 1, 2, 'NaN'::double)", "outcome is NaN"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bad = dir.path().join(format!("bad-{k}.parquet"));
+        ok(&prefsmith(&[
+            "sql",
+            &format!(
+                "SELECT * FROM (VALUES ('p', 0, 1, 1.0), {row}) AS t(prompt_id, i, j, outcome)"
+            ),
+            "--output",
+            bad.to_str().expect("utf-8"),
+        ]));
+        let stderr = fails(
+            &prefsmith(&[
+                "clean",
+                "--input",
+                bad.to_str().expect("utf-8"),
+                "--output",
+                dir.path().join(format!("x-{k}")).to_str().expect("utf-8"),
+            ]),
+            1,
+        );
+        assert!(
+            stderr.contains("row 1") && stderr.contains(message),
+            "{row}: {stderr}"
+        );
+    }
+    // A judgment-only method on scores is refused by name.
+    let stderr = fails(
+        &prefsmith(&[
+            "clean",
+            "--input",
+            cleaned.to_str().expect("utf-8"),
+            "--method",
+            "bt-mle",
+            "--output",
+            dir.path().join("scores-bt").to_str().expect("utf-8"),
+        ]),
+        2,
+    );
+    assert!(
+        stderr.contains("method") && stderr.contains("needs pairwise judgments"),
         "{stderr}"
     );
 }

@@ -18,11 +18,11 @@
 //! | `fuse_preference(p1, p2, …)` | scalar | Σ logit(clip(p, ε, 1 − ε)) |
 //! | `margin_upper_bound(margin [, divisor [, m1]])` | aggregate | M2 by the tail-sparsity search |
 //! | `goal_prompt(score)` | scalar | the reward-augmented system prompt |
-//! | `clean_scores(response_index, score [, temperature])` | aggregate | robust-PCA cleaned Borda scores, ranks, flags from scores |
-//! | `clean_comparisons(i, j, outcome)` | aggregate | the same from pairwise judgments (missing pairs masked) |
+//! | `clean_scores(response_index, score [, temperature] [, method])` | aggregate | robust-PCA cleaned scores, ranks, flags from scores |
+//! | `clean_comparisons(i, j, outcome [, method])` | aggregate | cleaned scores, ranks, flags from pairwise judgments (default trimmed Bradley–Terry) |
 //!
 //! The selection rules live in [`selection`], shared by every form, with the struct they
-//! return in [`selection_struct`]; the robust PCA solver in [`rpca`]; argument coercion and
+//! return in [`selection_struct`]; label cleaning per prompt in [`cleaning`], on the robust PCA solvers of [`rpca`]; argument coercion and
 //! constant parsing shared by the functions in `arguments`. Every function documents itself
 //! (`documentation()`), and [`function_docs`] lists them for the reference.
 //!
@@ -34,6 +34,7 @@
 
 pub mod aggregate;
 mod arguments;
+pub mod cleaning;
 pub mod documentation;
 pub mod rpca;
 pub mod scalar;

@@ -1,13 +1,14 @@
 //! Label cleaning aggregates (CURATRON / RORATRON, `docs/ALGORITHMS.md` §5), one result per prompt:
 //!
-//! * `clean_scores(response_index, score [, temperature])`: X_ij = (s_i − s_j)/T (T = 1), fully
-//!   observed; null, NaN and ±inf scores are left out. Rank 2 by construction, so cleaning can
-//!   only flag whole responses whose score disagrees with the rest.
-//! * `clean_comparisons(i, j, outcome)`: one row per judgment, `outcome` ∈ [0, 1] the
-//!   probability (or 0/1 indicator) that response i beats j; judgments of a pair averaged,
-//!   unjudged pairs masked.
+//! * `clean_scores(response_index, score [, temperature] [, method])`: X_ij = (s_i − s_j)/T
+//!   (T = 1), fully observed; null, NaN and ±inf scores are left out. Rank 2 by construction,
+//!   so cleaning can only flag whole responses whose score disagrees with the rest. Methods
+//!   `'pcp'` (default) and `'borda'`.
+//! * `clean_comparisons(i, j, outcome [, method])`: one row per judgment, `outcome` ∈ [0, 1] the
+//!   probability (or 0/1 indicator) that response i beats j. Methods (§5.8): `'bt-trim'`
+//!   (default), `'bt-mle'`, `'borda'`, `'pcp'`, `'stable-pcp'`.
 //!
-//! Both return a struct: `response_index`, `clean_score` (Borda score of the cleaned matrix),
+//! Both return a struct: `response_index`, `clean_score` (the method's score),
 //! `clean_rank` (1 = best), `flagged_comparisons` (per response) as lists in response-index
 //! order, `flagged_pairs` (list of {i, j}), `iterations`, `residual`, `converged` and `solved`
 //! (false when passed through: n ≤ 2, all-equal scores, no convergence, or a degenerate result
@@ -16,7 +17,7 @@
 //!
 //! ```text
 //! SELECT prompt_id, clean_scores(response_index, reward) AS c FROM responses GROUP BY prompt_id;
-//! SELECT prompt_id, clean_comparisons(i, j, outcome) AS c FROM judgments GROUP BY prompt_id;
+//! SELECT prompt_id, clean_comparisons(i, j, outcome, 'bt-mle') AS c FROM judgments GROUP BY prompt_id;
 //! ```
 
 use std::sync::{Arc, LazyLock};
@@ -34,8 +35,8 @@ use datafusion::logical_expr::{
 };
 
 use crate::arguments;
+use crate::cleaning::{CleanError, CleanMethod, Cleaned, clean_indexed_scores, clean_judgments};
 use crate::documentation::LABEL_CLEANING;
-use crate::rpca::{Cleaned, clean_indexed_scores, clean_judgments};
 
 /// Which input the aggregate reads: one score per response, or pairwise judgments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -169,27 +170,44 @@ impl AggregateUDFImpl for CleanLabels {
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
         let name = self.name();
+        let method = |t: &DataType| arguments::coerce_string(name, "method", t);
         match (self.source, arg_types) {
             (CleaningInput::Scores, [index, score]) => Ok(vec![
                 arguments::coerce_index(name, index)?,
                 arguments::coerce_reward(name, score)?,
             ]),
-            (CleaningInput::Scores, [index, score, t]) => Ok(vec![
+            (CleaningInput::Scores, [index, score, third]) => Ok(vec![
+                arguments::coerce_index(name, index)?,
+                arguments::coerce_reward(name, score)?,
+                if arguments::is_string(third) {
+                    method(third)?
+                } else {
+                    arguments::coerce_reward(name, third)?
+                },
+            ]),
+            (CleaningInput::Scores, [index, score, t, m]) => Ok(vec![
                 arguments::coerce_index(name, index)?,
                 arguments::coerce_reward(name, score)?,
                 arguments::coerce_reward(name, t)?,
+                method(m)?,
             ]),
             (CleaningInput::Comparisons, [i, j, outcome]) => Ok(vec![
                 arguments::coerce_index(name, i)?,
                 arguments::coerce_index(name, j)?,
                 arguments::coerce_reward(name, outcome)?,
             ]),
+            (CleaningInput::Comparisons, [i, j, outcome, m]) => Ok(vec![
+                arguments::coerce_index(name, i)?,
+                arguments::coerce_index(name, j)?,
+                arguments::coerce_reward(name, outcome)?,
+                method(m)?,
+            ]),
             (CleaningInput::Scores, _) => plan_err!(
-                "clean_scores takes (response_index, score [, temperature]), got {} arguments",
+                "clean_scores takes (response_index, score [, temperature] [, method]), got {} arguments",
                 arg_types.len()
             ),
             (CleaningInput::Comparisons, _) => plan_err!(
-                "clean_comparisons takes (i, j, outcome), got {} arguments",
+                "clean_comparisons takes (i, j, outcome [, method]), got {} arguments",
                 arg_types.len()
             ),
         }
@@ -221,24 +239,39 @@ impl AggregateUDFImpl for CleanLabels {
     }
 
     fn accumulator(&self, acc: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let temperature = if self.source == CleaningInput::Scores && acc.exprs.len() == 3 {
-            match arguments::aggregate_constant(
-                "clean_scores",
-                "temperature",
-                acc.exprs[2].as_ref(),
-            )? {
-                ScalarValue::Float64(Some(t)) if t.is_finite() && t > 0.0 => t,
-                other => {
+        let name = self.name();
+        let mut temperature = 1.0;
+        let mut method = match self.source {
+            CleaningInput::Scores => CleanMethod::default_for_scores(),
+            CleaningInput::Comparisons => CleanMethod::default_for_judgments(),
+        };
+        let fixed = match self.source {
+            CleaningInput::Scores => 2,
+            CleaningInput::Comparisons => 3,
+        };
+        for expr in &acc.exprs[fixed..] {
+            let value =
+                arguments::aggregate_constant(name, "method or temperature", expr.as_ref())?;
+            match (value.try_as_str(), &value) {
+                (Some(Some(text)), _) => {
+                    method = CleanMethod::parse(text).or_else(|e| exec_err!("{name}: {e}"))?;
+                }
+                (_, ScalarValue::Float64(Some(t))) if *t > 0.0 && t.is_finite() => {
+                    temperature = *t;
+                }
+                (_, other) => {
                     return exec_err!(
-                        "clean_scores: temperature must be a positive constant, got {other}"
+                        "{name}: temperature must be a positive constant, got {other}"
                     );
                 }
             }
-        } else {
-            1.0
-        };
+        }
+        if self.source == CleaningInput::Scores && !method.reads_scores() {
+            return exec_err!("{name}: {}", CleanError::NeedsJudgments(method));
+        }
         Ok(Box::new(CleanAccumulator {
             source: self.source,
+            method,
             temperature,
             first_indices: Vec::new(),
             second_indices: Vec::new(),
@@ -256,8 +289,8 @@ impl AggregateUDFImpl for CleanLabels {
     }
 }
 
-const RESULT_DOC: &str = "Returns a struct: `response_index`, `clean_score` (Borda score of \
-    the cleaned matrix), `clean_rank` (1 = best) and `flagged_comparisons` (per response) as \
+const RESULT_DOC: &str = "Returns a struct: `response_index`, `clean_score` (the method's \
+    score), `clean_rank` (1 = best) and `flagged_comparisons` (per response) as \
     lists in response-index order, `flagged_pairs` (a list of `{i, j}`), `iterations`, \
     `residual`, `converged` and `solved`. `solved` is false when the input is passed through \
     (2 responses or fewer, all scores equal, no convergence, or a result that explains the \
@@ -273,7 +306,7 @@ fn scores_documentation() -> Documentation {
              the comparisons the sparse part carries are flagged as corrupted. Null, NaN and \
              ±inf scores are left out. {RESULT_DOC}"
         ),
-        "clean_scores(response_index, score [, temperature])",
+        "clean_scores(response_index, score [, temperature] [, method])",
     )
     .with_argument(
         "response_index",
@@ -283,6 +316,11 @@ fn scores_documentation() -> Documentation {
     .with_argument(
         "temperature",
         "Optional positive constant dividing the score differences (default 1).",
+    )
+    .with_argument(
+        "method",
+        "Optional constant string: 'pcp' (default; the only method that can flag anything on \
+         scores) or 'borda' (the row means of X, nothing flagged).",
     )
     .with_sql_example(
         r#"```sql
@@ -305,13 +343,14 @@ fn comparisons_documentation() -> Documentation {
     Documentation::builder(
         LABEL_CLEANING,
         format!(
-            "Cleans one group's (prompt's) pairwise judgments by robust PCA: the outcomes of \
-             each pair are averaged (a judgment of (j, i) counts as 1 − outcome for (i, j)), \
-             clipped away from 0 and 1 and turned into logits; pairs never judged are masked \
-             out of the decomposition, and the judged comparisons the sparse part carries are \
-             flagged as corrupted. Rows with a null outcome are left out. {RESULT_DOC}"
+            "Cleans one group's (prompt's) pairwise judgments and ranks its responses. A \
+             judgment of (j, i) counts as 1 − outcome for (i, j); pairs never judged carry no \
+             information. The default, 'bt-trim', fits Bradley–Terry scores, drops the pairs \
+             whose judgments contradict the fit far beyond chance (a judge wrong about that pair \
+             every time), refits, and flags the dropped pairs. Rows with a null outcome are left \
+             out; i = j, a negative index or an outcome outside [0, 1] is an error. {RESULT_DOC}"
         ),
-        "clean_comparisons(i, j, outcome)",
+        "clean_comparisons(i, j, outcome [, method])",
     )
     .with_argument(
         "i",
@@ -324,6 +363,14 @@ fn comparisons_documentation() -> Documentation {
     .with_argument(
         "outcome",
         "Numeric probability in [0, 1] (or 0/1 indicator) that response i beats response j.",
+    )
+    .with_argument(
+        "method",
+        "Optional constant string: 'bt-trim' (default: Bradley–Terry with a prior, pairs whose \
+         own judgments contradict the fit beyond p < 0.001 dropped, refitted, and flagged), \
+         'bt-mle' (Bradley–Terry maximum a posteriori), 'borda' (win rate), 'pcp' (principal \
+         component pursuit of the logit matrix) or 'stable-pcp' (PCP with a weighted \
+         least-squares term for dense judge noise).",
     )
     .with_sql_example(
         r#"```sql
@@ -346,6 +393,7 @@ fn comparisons_documentation() -> Documentation {
 #[derive(Debug)]
 struct CleanAccumulator {
     source: CleaningInput,
+    method: CleanMethod,
     temperature: f64,
     /// Response index (scores) or i (comparisons).
     first_indices: Vec<i64>,
@@ -379,6 +427,17 @@ impl CleanAccumulator {
                     if a.is_null(r) || b.is_null(r) {
                         return exec_err!("clean_comparisons: i and j must not be null");
                     }
+                    let (i, j) = (a.value(r), b.value(r));
+                    if i < 0 || j < 0 {
+                        return exec_err!(
+                            "clean_comparisons: response indices are 0-based, got ({i}, {j})"
+                        );
+                    }
+                    if i == j {
+                        return exec_err!(
+                            "clean_comparisons: i = j = {i}: a response judged against itself"
+                        );
+                    }
                     if o.is_null(r) {
                         continue;
                     }
@@ -402,11 +461,13 @@ impl CleanAccumulator {
     /// The group's cleaning: (response indices, result).
     fn clean(&self) -> Result<(Vec<i64>, Cleaned)> {
         match self.source {
-            CleaningInput::Scores => {
-                clean_indexed_scores(&self.first_indices, &self.values, self.temperature).or_else(
-                    |index| exec_err!("clean_scores: response_index {index} appears twice"),
-                )
-            }
+            CleaningInput::Scores => clean_indexed_scores(
+                &self.first_indices,
+                &self.values,
+                self.temperature,
+                self.method,
+            )
+            .or_else(|e| exec_err!("clean_scores: {e}")),
             CleaningInput::Comparisons => {
                 let judgments: Vec<(i64, i64, f64)> = self
                     .first_indices
@@ -415,7 +476,7 @@ impl CleanAccumulator {
                     .zip(&self.values)
                     .map(|((&i, &j), &o)| (i, j, o))
                     .collect();
-                Ok(clean_judgments(&judgments))
+                Ok(clean_judgments(&judgments, self.method))
             }
         }
     }

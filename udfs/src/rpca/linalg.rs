@@ -2,7 +2,7 @@
 //! plane rotations and Gram–Schmidt orthonormalisation of column-major blocks.
 
 /// The Frobenius (or Euclidean) norm of `a`.
-pub(super) fn frobenius(a: &[f64]) -> f64 {
+pub fn frobenius(a: &[f64]) -> f64 {
     dot(a, a).sqrt()
 }
 

@@ -46,6 +46,27 @@ pub fn comparison_matrix(n: usize, judgments: &[(usize, usize, f64)]) -> (Vec<f6
     (x, observed)
 }
 
+/// The weights of stable PCP (`docs/ALGORITHMS.md` §5.11): per judged ordered pair,
+/// W_ij = m_ij·p̃_ij·(1 − p̃_ij), the inverse of the delta-method variance of the logit of an
+/// m-judgment mean (p̃ the clipped mean, recovered from the logit `x`); 0 where unjudged.
+pub fn comparison_weights(n: usize, judgments: &[(usize, usize, f64)], x: &[f64]) -> Vec<f64> {
+    let mut counts = vec![0u32; n * n];
+    for &(i, j, _) in judgments {
+        if i != j {
+            counts[i * n + j] += 1;
+            counts[j * n + i] += 1;
+        }
+    }
+    counts
+        .iter()
+        .zip(x)
+        .map(|(&m, &logit)| {
+            let p = 1.0 / (1.0 + (-logit).exp());
+            f64::from(m) * p * (1.0 - p)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,19 +26,22 @@
 //! | `jacobi` | [`JacobiSvd`], the full decomposition with warm starts |
 //! | `subspace` | `SubspaceSvt`, thresholding by subspace iteration with proof of exactness |
 //! | `linalg` | the dense vector kernels both SVDs share (dot products, rotations, Gram–Schmidt) |
+//! | `stable` | [`stable_pcp`]: the noise-aware variant with a weighted least-squares term (FISTA) |
 //! | `matrix` | the logit matrices built from scores and from pairwise judgments |
-//! | `cleaning` | [`clean_matrix`] and its per-prompt forms: Borda scores, ranks and flags |
+//!
+//! What a decomposition means for a prompt's ranking lives in `crate::cleaning`.
 
-mod cleaning;
 mod jacobi;
 mod linalg;
 mod matrix;
 mod solver;
+mod stable;
 mod subspace;
 #[cfg(test)]
 mod test_matrices;
 
-pub use cleaning::{Cleaned, clean_indexed_scores, clean_judgments, clean_matrix};
 pub use jacobi::JacobiSvd;
-pub use matrix::{comparison_matrix, score_matrix};
+pub use linalg::frobenius;
+pub use matrix::{comparison_matrix, comparison_weights, score_matrix};
 pub use solver::{Rpca, RpcaOptions, pcp, spectral_norm};
+pub use stable::{StableOptions, stable_pcp};

@@ -42,6 +42,22 @@ pub struct Rpca {
     pub converged: bool,
 }
 
+/// Singular value thresholding of `m` at `tau` into `out`: by subspace iteration when it can
+/// prove its result exact, else by the full Jacobi SVD (which then seeds the next subspace).
+pub(super) fn threshold(
+    subspace: &mut SubspaceSvt,
+    svd: &mut JacobiSvd,
+    m: &[f64],
+    tau: f64,
+    out: &mut [f64],
+) {
+    if !subspace.threshold_into(m, tau, out) {
+        svd.decompose_above(m, tau);
+        svd.threshold_into(tau, out);
+        subspace.seed(svd, tau);
+    }
+}
+
 /// The largest singular value of the row-major n × n matrix `a`.
 pub fn spectral_norm(a: &[f64], n: usize) -> f64 {
     let mut svd = JacobiSvd::new(n);
@@ -107,11 +123,7 @@ pub fn pcp(x: &[f64], n: usize, observed: Option<&[bool]>, options: RpcaOptions)
             sparse[k] = s;
             work[k] = x[k] - s + y[k] * inv_mu;
         }
-        if !subspace.threshold_into(&work, inv_mu, &mut low_rank) {
-            svd.decompose_above(&work, inv_mu);
-            svd.threshold_into(inv_mu, &mut low_rank);
-            subspace.seed(&svd, inv_mu);
-        }
+        threshold(&mut subspace, &mut svd, &work, inv_mu, &mut low_rank);
         // Four partial sums over chunks of four, so that this pass vectorises too.
         let mut z_norm = [0.0f64; 4];
         let chunks = y

@@ -161,7 +161,7 @@ pub(super) async fn clean_plots(
             &q,
             "Flagged comparisons per prompt",
             "comparisons flagged as corrupted",
-            "per prompt, the comparisons the sparse part marks as corrupted",
+            "per prompt, the comparisons the method flags as corrupted (bt-trim: the pairs it dropped; pcp: the sparse part)",
             &[],
         )
         .await?;

@@ -1,7 +1,7 @@
 //! The comparisons input of `clean` (`prompt_id`, `i`, `j`, `outcome`, one row per judgment):
 //! judgments grouped by prompt, solved, and one output row per (prompt_id, response_index).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -16,8 +16,8 @@ use super::stats::Totals;
 use crate::error::{Error, Result};
 use crate::reader::string_at;
 
-/// Per prompt id, its judgments (i, j, outcome).
-type JudgmentsByPrompt = BTreeMap<String, Vec<(i64, i64, f64)>>;
+/// Per prompt id (ascending), its judgments (i, j, outcome).
+type JudgmentsByPrompt = Vec<(String, Vec<(i64, i64, f64)>)>;
 
 /// Comparisons: one output row per (prompt_id, response_index), sorted.
 pub(super) fn clean_comparisons(
@@ -26,9 +26,11 @@ pub(super) fn clean_comparisons(
     input: &str,
 ) -> Result<(Vec<RecordBatch>, Totals, u64)> {
     let (by_prompt, skipped) = read_judgments(batches, config, input)?;
-    let prompts: Vec<String> = by_prompt.keys().cloned().collect();
-    let problems: Vec<Problem> = by_prompt.into_values().map(Problem::Judgments).collect();
-    let solved = solve_all(&problems, config.temperature, true);
+    let (prompts, problems): (Vec<String>, Vec<Problem>) = by_prompt
+        .into_iter()
+        .map(|(id, judgments)| (id, Problem::Judgments(judgments)))
+        .unzip();
+    let solved = solve_all(&problems, config.settings(true), true);
     let mut totals = Totals::default();
     let (mut ids, mut index, mut score, mut rank, mut flags, mut ok) = (
         Vec::new(),
@@ -78,7 +80,11 @@ fn read_judgments(
     config: &CleanConfig,
     input: &str,
 ) -> Result<(JudgmentsByPrompt, u64)> {
-    let mut by_prompt: JudgmentsByPrompt = Default::default();
+    let mut by_prompt: JudgmentsByPrompt = Vec::new();
+    // Judgments of a prompt usually come together: the last prompt's slot is checked first, so
+    // the map (and a key allocation) is touched once per run of rows, not once per row.
+    let mut slot_of: HashMap<String, usize> = HashMap::new();
+    let mut last: Option<usize> = None;
     let mut skipped = 0u64;
     let mut row_number = 0u64;
     for batch in batches {
@@ -103,22 +109,37 @@ fn read_judgments(
                     j.value(r)
                 )));
             }
+            if i.value(r) == j.value(r) {
+                return Err(bad(format!(
+                    "i = j = {}: a response judged against itself",
+                    i.value(r)
+                )));
+            }
             if o.is_null(r) {
                 skipped += 1;
                 continue;
             }
             let outcome = o.value(r);
+            if outcome.is_nan() {
+                return Err(bad("outcome is NaN".into()));
+            }
             if !(0.0..=1.0).contains(&outcome) {
                 return Err(bad(format!(
                     "outcome must be in [0, 1] (the probability that i beats j), got {outcome}"
                 )));
             }
-            by_prompt
-                .entry(id.to_string())
-                .or_default()
-                .push((i.value(r), j.value(r), outcome));
+            let slot = match last {
+                Some(k) if by_prompt[k].0 == id => k,
+                _ => *slot_of.entry(id.to_owned()).or_insert_with(|| {
+                    by_prompt.push((id.to_owned(), Vec::new()));
+                    by_prompt.len() - 1
+                }),
+            };
+            last = Some(slot);
+            by_prompt[slot].1.push((i.value(r), j.value(r), outcome));
         }
         row_number += batch.num_rows() as u64;
     }
+    by_prompt.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     Ok((by_prompt, skipped))
 }

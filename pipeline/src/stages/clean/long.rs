@@ -46,7 +46,7 @@ pub(super) fn clean_long(
         .into_iter()
         .map(|(indices, scores)| Problem::Scores { indices, scores })
         .collect();
-    let solved = solve_all(&problems, config.temperature, report);
+    let solved = solve_all(&problems, config.settings(false), report);
     let mut totals = Totals::default();
     for (p, (_, cleaned)) in solved.iter().enumerate() {
         totals.add(&prompts[p], cleaned);

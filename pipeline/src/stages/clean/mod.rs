@@ -1,5 +1,6 @@
-//! The `clean` stage: label cleaning by robust PCA (CURATRON / RORATRON, `docs/ALGORITHMS.md` §5), per
-//! prompt, with the kernel of the `clean_scores` / `clean_comparisons` aggregates.
+//! The `clean` stage: label cleaning per prompt (`docs/ALGORITHMS.md` §5) by the method of the
+//! config (§5.8: trimmed Bradley–Terry by default on judgments, robust PCA on scores), with the
+//! kernels of the `clean_scores` / `clean_comparisons` aggregates.
 //!
 //! * long layout (one row per response): the same rows, in input order, plus `clean_score`,
 //!   `clean_rank`, `flagged_comparisons` and `clean_converged` (null score, rank and flags for a
@@ -64,6 +65,16 @@ pub async fn run(config: &CleanConfig, input: &str, output: &str) -> Result<Mani
     let infos = files.infos().await?;
     let first = &infos[0];
     let comparisons = reads_comparisons(config.input_format, first)?;
+    let method = config.method_for(comparisons);
+    if !comparisons && !method.reads_scores() {
+        return Err(Error::config(
+            "method",
+            format!(
+                "{input} holds scores, not pairwise judgments: {}",
+                prefsmith_udfs::cleaning::CleanError::NeedsJudgments(method)
+            ),
+        ));
+    }
     let schema = Arc::clone(&first.schema);
     // `sorted`: the rows are in ascending prompt id order, recorded in the Parquet metadata
     // so that `select` after `clean` can stream too.
@@ -109,7 +120,14 @@ pub async fn run(config: &CleanConfig, input: &str, output: &str) -> Result<Mani
         (writer, totals, excluded, layout, streaming)
     };
     totals.non_converged.sort();
-    let stats = totals.manifest_stats(layout, streaming, comparisons, excluded, config.temperature);
+    let stats = totals.manifest_stats(
+        layout,
+        streaming,
+        method,
+        comparisons,
+        excluded,
+        config.temperature,
+    );
     let manifest = Manifest::new(
         "clean",
         config.hash(&infos),

@@ -1,7 +1,7 @@
 //! The robust-PCA solver run over every prompt of a chunk: one problem per prompt, the
 //! prompts split over the cores.
 
-use prefsmith_udfs::rpca::{Cleaned, clean_indexed_scores, clean_judgments};
+use prefsmith_udfs::cleaning::{CleanMethod, Cleaned, clean_indexed_scores, clean_judgments};
 
 use crate::stages::Progress;
 
@@ -16,17 +16,27 @@ pub(super) enum Problem {
 /// One prompt's result: response indices (ascending) and the cleaning.
 pub(super) type Solved = (Vec<i64>, Cleaned);
 
-fn solve(problem: &Problem, temperature: f64) -> Solved {
+/// How every prompt of a run is cleaned.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Settings {
+    pub(super) method: CleanMethod,
+    pub(super) temperature: f64,
+}
+
+fn solve(problem: &Problem, settings: Settings) -> Solved {
     match problem {
-        Problem::Scores { indices, scores } => clean_indexed_scores(indices, scores, temperature)
-            .expect("duplicate response indices are rejected while reading"),
-        Problem::Judgments(judgments) => clean_judgments(judgments),
+        Problem::Scores { indices, scores } => {
+            clean_indexed_scores(indices, scores, settings.temperature, settings.method).expect(
+                "duplicate response indices and judgment-only methods are rejected before solving",
+            )
+        }
+        Problem::Judgments(judgments) => clean_judgments(judgments, settings.method),
     }
 }
 
 /// Solves every problem, the prompts split over the cores, with progress lines unless the
 /// caller reports progress itself (`report` false: the streaming path, chunk by chunk).
-pub(super) fn solve_all(problems: &[Problem], temperature: f64, report: bool) -> Vec<Solved> {
+pub(super) fn solve_all(problems: &[Problem], settings: Settings, report: bool) -> Vec<Solved> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let progress = std::sync::Mutex::new(Progress::new("clean", problems.len() as u64));
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -44,7 +54,7 @@ pub(super) fn solve_all(problems: &[Problem], temperature: f64, report: bool) ->
                     let Some(slot) = slots.get(chunk) else { break };
                     let mut slot = slot.lock().expect("one worker per chunk");
                     for (k, out) in slot.iter_mut().enumerate() {
-                        *out = Some(solve(&problems[chunk * CHUNK + k], temperature));
+                        *out = Some(solve(&problems[chunk * CHUNK + k], settings));
                     }
                     if report && let Ok(mut p) = progress.lock() {
                         p.advance(slot.len() as u64);

@@ -2,8 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use prefsmith_udfs::rpca::Cleaned;
+use prefsmith_udfs::cleaning::{CleanMethod, Cleaned};
 use serde_json::json;
+
+/// What cleaning can and cannot find on scores (`docs/ALGORITHMS.md` §5.2).
+pub(super) const SCORES_NOTE: &str = "scores give a rank-2 matrix X_ij = s_i - s_j, which every score vector explains exactly: cleaning can flag only a whole response whose score disagrees with the bulk (an outlier such as a degenerate response scored far above or below the rest, all of its comparisons flagged, its score shrunk towards the rest but not reversed, so drop flagged responses to remove it); it cannot find a single wrong comparison, a reward shifted for every response, or a wrong order among responses scored close together";
 
 /// Totals for the manifest.
 #[derive(Default)]
@@ -60,12 +63,14 @@ impl Totals {
         &self,
         layout: &str,
         streaming: bool,
+        method: CleanMethod,
         comparisons: bool,
         excluded: u64,
         temperature: f64,
     ) -> BTreeMap<String, serde_json::Value> {
         [
             ("layout", json!(layout)),
+            ("method", json!(method.name())),
             // "streaming": chunk by chunk in bounded memory (wide, or long in prompt order);
             // "whole": the input read whole (comparisons, or long out of order).
             ("plan", json!(if streaming { "streaming" } else { "whole" })),
@@ -74,8 +79,14 @@ impl Totals {
             ("passed_through", json!(self.passed_through)),
             ("degenerate", json!(self.degenerate)),
             ("non_converged", json!(self.non_converged.len())),
-            ("non_converged_prompts", json!(self.non_converged.iter().take(100).collect::<Vec<_>>())),
-            ("mean_iterations", json!(self.iterations as f64 / self.prompts.max(1) as f64)),
+            (
+                "non_converged_prompts",
+                json!(self.non_converged.iter().take(100).collect::<Vec<_>>()),
+            ),
+            (
+                "mean_iterations",
+                json!(self.iterations as f64 / self.prompts.max(1) as f64),
+            ),
             ("max_iterations", json!(self.max_iterations)),
             ("max_residual", json!(self.max_residual)),
             ("flagged_comparisons", json!(self.flagged)),
@@ -86,12 +97,12 @@ impl Totals {
                 json!(if comparisons {
                     "pairwise judgments: flags point at individual corrupted comparisons"
                 } else {
-                    "score-derived matrices are rank 2 by construction: flags can only point at whole responses whose score disagrees with the rest"
+                    SCORES_NOTE
                 }),
             ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
-            .collect()
+        .collect()
     }
 }

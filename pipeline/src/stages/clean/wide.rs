@@ -63,7 +63,7 @@ pub(super) fn clean_wide(
             problems.push(Problem::Scores { indices, scores });
         }
     }
-    let solved = solve_all(&problems, config.temperature, report);
+    let solved = solve_all(&problems, config.settings(false), report);
     let mut totals = Totals::default();
     for (label, (_, cleaned)) in labels.iter().zip(&solved) {
         totals.add(label, cleaned);

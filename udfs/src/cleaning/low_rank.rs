@@ -1,38 +1,12 @@
-//! Label cleaning of one prompt: robust PCA of its logit matrix, then Borda scores, ranks and
-//! flagged comparisons from the decomposition, or the input passed through when the solver's
-//! result cannot be used.
+//! The low-rank methods `pcp` and `stable-pcp` (`docs/ALGORITHMS.md` §5.3–§5.5, §5.11): robust
+//! PCA of a prompt's logit matrix, then Borda scores, ranks and flagged comparisons from the
+//! decomposition, or the input passed through when the solver's result cannot be used.
 
-use super::linalg::frobenius;
-use super::matrix::{comparison_matrix, score_matrix};
-use super::solver::{RpcaOptions, pcp};
-
-/// Everything label cleaning reports for one prompt.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cleaned {
-    /// Borda score per response (row means of the skew-symmetrised L), in input order.
-    pub scores: Vec<f64>,
-    /// 1-based rank per response: score descending, ties by position.
-    pub ranks: Vec<i64>,
-    /// Per response, how many of its comparisons were flagged as corrupted.
-    pub flagged_per_response: Vec<i64>,
-    /// Flagged comparisons as (i, j), i < j, positions in input order.
-    pub flagged: Vec<(usize, usize)>,
-    /// Solver steps.
-    pub iterations: u32,
-    /// Final relative residual.
-    pub residual: f64,
-    /// False when the solver did not converge; the scores are then the uncleaned Borda scores.
-    pub converged: bool,
-    /// Whether the solver's result is used (false when passed through: n ≤ 2, an all-zero
-    /// matrix, no convergence, or a degenerate result).
-    pub solved: bool,
-    /// The solver explained the whole matrix as corruption (L = 0; happens for very small n,
-    /// where λ‖X‖₁ < ‖X‖_*): passed through rather than reporting every score as equal.
-    pub degenerate: bool,
-}
+use super::{Cleaned, ranks_by_score};
+use crate::rpca::{Rpca, RpcaOptions, StableOptions, frobenius, pcp, stable_pcp};
 
 /// Cleans one prompt's skew-symmetric logit matrix `x` (row-major n × n, Ω given by
-/// `observed`, `None` = all): RPCA, skew-symmetrise L, Borda scores, ranks, flags
+/// `observed`, `None` = all) by PCP: RPCA, skew-symmetrise L, Borda scores, ranks, flags
 /// (|S_ij| > 1e-6·‖P_Ω X‖_F on Ω). n ≤ 2, an all-zero matrix, or no convergence: passed
 /// through (Borda scores of X itself, nothing flagged).
 pub fn clean_matrix(
@@ -40,6 +14,30 @@ pub fn clean_matrix(
     n: usize,
     observed: Option<&[bool]>,
     options: RpcaOptions,
+) -> Cleaned {
+    decompose_and_rank(x, n, observed, |masked| pcp(masked, n, observed, options))
+}
+
+/// As [`clean_matrix`], by stable PCP with the per-entry weights `weights` (§5.11).
+pub fn clean_matrix_stable(
+    x: &[f64],
+    weights: &[f64],
+    n: usize,
+    observed: Option<&[bool]>,
+    options: StableOptions,
+) -> Cleaned {
+    decompose_and_rank(x, n, observed, |masked| {
+        stable_pcp(masked, weights, n, observed, options)
+    })
+}
+
+/// The steps both low-rank methods share: mask, pass-through checks, `solve`, and scores,
+/// ranks and flags from its decomposition.
+fn decompose_and_rank(
+    x: &[f64],
+    n: usize,
+    observed: Option<&[bool]>,
+    solve: impl FnOnce(&[f64]) -> Rpca,
 ) -> Cleaned {
     let is_observed = |k: usize| observed.is_none_or(|o| o[k]);
     let masked: Vec<f64> = (0..n * n)
@@ -63,7 +61,7 @@ pub fn clean_matrix(
     if n <= 2 || x_norm == 0.0 {
         return pass_through(0, 0.0, true, false);
     }
-    let result = pcp(&masked, n, observed, options);
+    let result = solve(&masked);
     if !result.converged {
         return pass_through(result.iterations, result.residual, false, false);
     }
@@ -79,7 +77,6 @@ pub fn clean_matrix(
     let scores = borda_scores(&low_rank, n);
     let threshold = 1e-6 * x_norm;
     let mut flagged = Vec::new();
-    let mut per_response = vec![0i64; n];
     for i in 0..n {
         for j in i + 1..n {
             let hit = |a: usize, b: usize| {
@@ -88,15 +85,13 @@ pub fn clean_matrix(
             };
             if hit(i, j) || hit(j, i) {
                 flagged.push((i, j));
-                per_response[i] += 1;
-                per_response[j] += 1;
             }
         }
     }
     Cleaned {
         ranks: ranks_by_score(&scores),
         scores,
-        flagged_per_response: per_response,
+        flagged_per_response: super::flags_per_response(n, &flagged),
         flagged,
         iterations: result.iterations,
         residual: result.residual,
@@ -106,75 +101,17 @@ pub fn clean_matrix(
     }
 }
 
-/// Cleans one prompt's scores, given with their response indices in any order: returns the
-/// indices ascending and the cleaning, or `Err(index)` for an index that appears twice.
-pub fn clean_indexed_scores(
-    indices: &[i64],
-    scores: &[f64],
-    temperature: f64,
-) -> Result<(Vec<i64>, Cleaned), i64> {
-    let mut rows: Vec<(i64, f64)> = indices
-        .iter()
-        .copied()
-        .zip(scores.iter().copied())
-        .collect();
-    rows.sort_by_key(|r| r.0);
-    if let Some(w) = rows.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(w[0].0);
-    }
-    let (indices, scores): (Vec<i64>, Vec<f64>) = rows.into_iter().unzip();
-    let x = score_matrix(&scores, temperature);
-    let cleaned = clean_matrix(&x, scores.len(), None, RpcaOptions::default());
-    Ok((indices, cleaned))
-}
-
-/// Cleans one prompt's judgments `(i, j, outcome)` over response indices: returns the indices
-/// seen (ascending) and the cleaning.
-pub fn clean_judgments(judgments: &[(i64, i64, f64)]) -> (Vec<i64>, Cleaned) {
-    let mut indices: Vec<i64> = judgments.iter().flat_map(|&(i, j, _)| [i, j]).collect();
-    indices.sort_unstable();
-    indices.dedup();
-    let at = |v: i64| indices.binary_search(&v).expect("collected above");
-    let positions: Vec<(usize, usize, f64)> = judgments
-        .iter()
-        .map(|&(i, j, o)| (at(i), at(j), o))
-        .collect();
-    let (x, observed) = comparison_matrix(indices.len(), &positions);
-    let cleaned = clean_matrix(&x, indices.len(), Some(&observed), RpcaOptions::default());
-    (indices, cleaned)
-}
-
 /// Borda scores: the row means of the n × n matrix `m`.
-fn borda_scores(m: &[f64], n: usize) -> Vec<f64> {
+pub(super) fn borda_scores(m: &[f64], n: usize) -> Vec<f64> {
     (0..n)
         .map(|i| m[i * n..(i + 1) * n].iter().sum::<f64>() / n as f64)
         .collect()
 }
 
-/// 1-based ranks, score descending, ties by position. Scores equal to 1e-9 of the largest
-/// magnitude count as tied: the solver often shrinks several outliers to exactly the same
-/// level, and rounding noise must not decide their order.
-fn ranks_by_score(scores: &[f64]) -> Vec<i64> {
-    let scale = scores.iter().fold(0.0f64, |m, s| m.max(s.abs()));
-    let key = |s: f64| {
-        if scale > 0.0 {
-            (s / scale * 1e9).round()
-        } else {
-            0.0
-        }
-    };
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| key(scores[b]).total_cmp(&key(scores[a])));
-    let mut ranks = vec![0i64; scores.len()];
-    for (r, &i) in order.iter().enumerate() {
-        ranks[i] = r as i64 + 1;
-    }
-    ranks
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rpca::score_matrix;
 
     #[test]
     fn a_flipped_comparison_is_flagged_and_the_ranking_recovered() {
