@@ -340,6 +340,14 @@ mod tests {
             assert_eq!(c.ranks, [1, 2, 3, 4], "{m}");
             assert!(c.flagged.is_empty(), "{m}");
         }
+        // A prompt with every pair missing (no judgments at all): no responses, no panic.
+        for m in CleanMethod::ALL {
+            let (indices, c) = clean_judgments(&[], m);
+            assert!(
+                indices.is_empty() && c.scores.is_empty() && c.flagged.is_empty(),
+                "{m}"
+            );
+        }
         // n = 2: every method orders the winner first.
         for m in CleanMethod::ALL {
             let (indices, c) = clean_judgments(&[(7, 3, 1.0)], m);
