@@ -569,3 +569,91 @@ fn large_inputs_stream_in_prompt_order_and_equal_a_whole_read() {
         "long-streaming"
     );
 }
+
+#[test]
+fn judgments_in_prompt_order_stream_and_equal_a_whole_read() {
+    // 1,500 prompts × 8 responses × 28 pairs × 2 judgments = 84,000 rows: more than one chunk.
+    // The same judgments shuffled across prompts take the whole-input path; both give the same
+    // rows, and a bad row in a later chunk is named by its row over the whole input.
+    let dir = tempdir();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let judgments = "SELECT 'p' || lpad(CAST(p AS VARCHAR), 5, '0') AS prompt_id, a AS i, b AS j, \
+         CASE WHEN (p * 7 + a * 3 + b * 5 + k) % 10 < 7 + (CASE WHEN a < b THEN 1 ELSE -1 END) \
+              THEN 1.0 ELSE 0.0 END AS outcome \
+         FROM generate_series(0, 1499) AS x(p), generate_series(0, 7) AS y(a), \
+              generate_series(0, 7) AS z(b), generate_series(0, 1) AS w(k) WHERE a < b";
+    ok(&prefsmith(&[
+        "sql",
+        &format!("SELECT * FROM ({judgments}) ORDER BY prompt_id, i, j"),
+        "--output",
+        &path("ordered.parquet"),
+    ]));
+    ok(&prefsmith(&[
+        "sql",
+        &format!("SELECT * FROM ({judgments}) ORDER BY i, j, prompt_id"),
+        "--output",
+        &path("shuffled.parquet"),
+    ]));
+    for (input, output) in [
+        ("ordered.parquet", "streamed"),
+        ("shuffled.parquet", "whole"),
+    ] {
+        ok(&prefsmith(&[
+            "clean",
+            "--input",
+            &path(input),
+            "--output",
+            &path(output),
+        ]));
+    }
+    let streamed = manifest(&dir.path().join("streamed"));
+    let whole = manifest(&dir.path().join("whole"));
+    assert_eq!(streamed["stats"]["plan"], "streaming", "{streamed}");
+    assert_eq!(whole["stats"]["plan"], "whole", "{whole}");
+    for key in [
+        "prompts",
+        "solved",
+        "flagged_comparisons",
+        "mean_iterations",
+    ] {
+        assert_eq!(streamed["stats"][key], whole["stats"][key], "{key}");
+    }
+    assert_eq!(streamed["stats"]["prompts"], 1500);
+    let compared = ok(&prefsmith(&[
+        "sql",
+        "SELECT count(*) AS rows, \
+         sum(CASE WHEN a.clean_score = b.clean_score AND a.clean_rank = b.clean_rank \
+             AND a.flagged_comparisons = b.flagged_comparisons THEN 1 ELSE 0 END) AS same \
+         FROM a JOIN b ON a.prompt_id = b.prompt_id AND a.response_index = b.response_index",
+        "--table",
+        &format!("a={}", path("streamed")),
+        "--table",
+        &format!("b={}", path("whole")),
+    ]));
+    assert!(compared.contains("| 12000 | 12000 |"), "{compared}");
+    // A bad judgment past the first chunk: named by its row over the whole input.
+    ok(&prefsmith(&[
+        "sql",
+        &format!(
+            "SELECT prompt_id, i, CASE WHEN prompt_id = 'p01400' AND i = 0 AND j = 1 THEN 0 ELSE j END AS j, outcome \
+             FROM ({judgments}) ORDER BY prompt_id, i, j"
+        ),
+        "--output",
+        &path("bad.parquet"),
+    ]));
+    let stderr = fails(
+        &prefsmith(&[
+            "clean",
+            "--input",
+            &path("bad.parquet"),
+            "--output",
+            &path("bad"),
+        ]),
+        1,
+    );
+    // Prompt p01400 starts at row 1400 × 56; its first two rows are (0, 1) judged twice.
+    assert!(
+        stderr.contains("row 78400") && stderr.contains("i = j = 0"),
+        "{stderr}"
+    );
+}

@@ -1,16 +1,51 @@
-//! The streaming plan of `clean`: the wide layout, and the long layout whose prompts come in
-//! ascending key order, cleaned in chunks cut at prompt boundaries, so that memory stays a
-//! chunk of rows whatever the input size.
+//! The streaming plan of `clean`: the wide layout, and the long layout and comparisons whose
+//! prompts come in ascending key order, cleaned in chunks cut at prompt boundaries, so that
+//! memory stays a chunk of rows whatever the input size.
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::Schema;
 
+use super::comparisons::clean_comparisons;
 use super::config::CleanConfig;
 use super::long::clean_long;
 use super::stats::Totals;
 use super::wide::clean_wide;
 use crate::error::{Error, Result};
 use crate::input::{self, Layout};
+
+/// What the streaming plan reads.
+pub(super) enum Streamed<'a> {
+    /// Responses, wide or long (validated).
+    Responses(&'a input::ValidatedInput),
+    /// Judgments (`prompt_id`, `i`, `j`, `outcome`), `rows` over all files.
+    Comparisons { rows: u64 },
+}
+
+impl Streamed<'_> {
+    /// Whether a prompt's rows can span batches (so keys must ascend and a chunk ends at a
+    /// prompt boundary): long responses and comparisons.
+    fn keyed_rows(&self) -> bool {
+        match self {
+            Streamed::Responses(v) => v.layout == Layout::Long,
+            Streamed::Comparisons { .. } => true,
+        }
+    }
+
+    /// Whether the output comes in ascending prompt id order.
+    fn sorted_output(&self) -> bool {
+        match self {
+            Streamed::Responses(v) => v.layout == Layout::Long && v.has_prompt_id,
+            Streamed::Comparisons { .. } => true,
+        }
+    }
+
+    fn rows(&self) -> u64 {
+        match self {
+            Streamed::Responses(v) => v.rows,
+            Streamed::Comparisons { rows } => *rows,
+        }
+    }
+}
 use crate::manifest::StageWriter;
 use crate::reader::string_at;
 use crate::stages::Progress;
@@ -19,15 +54,15 @@ use crate::stages::Progress;
 /// over by the rest of one prompt).
 const CHUNK_ROWS: usize = 1 << 16;
 
-/// Cleans the wide layout (one prompt per row), or the long layout when its prompts come in
-/// ascending key order (each prompt's rows then lie together), chunk by chunk: memory stays
-/// a chunk of rows, not the input. Returns `None`, having written nothing that counts (no
-/// manifest), as soon as a long input turns out to be out of order.
+/// Cleans the wide layout (one prompt per row), or the long layout or comparisons when their
+/// prompts come in ascending key order (each prompt's rows then lie together), chunk by chunk:
+/// memory stays a chunk of rows, not the input. Returns `None`, having written nothing that
+/// counts (no manifest), as soon as keyed input turns out to be out of order.
 pub(super) async fn clean_in_chunks<F, Fut>(
     files: &[crate::storage::Location],
     schema: &Schema,
     config: &CleanConfig,
-    validated: &input::ValidatedInput,
+    streamed: Streamed<'_>,
     begin: F,
     input: &str,
 ) -> Result<Option<(StageWriter, Totals, u64)>>
@@ -36,11 +71,10 @@ where
     Fut: std::future::Future<Output = Result<StageWriter>>,
 {
     use futures::StreamExt;
-    let long = validated.layout == Layout::Long;
-    let key_column = if validated.has_prompt_id {
-        &config.columns.prompt_id
-    } else {
-        &config.columns.prompt
+    let long = streamed.keyed_rows();
+    let key_column = match &streamed {
+        Streamed::Responses(v) if !v.has_prompt_id => &config.columns.prompt,
+        _ => &config.columns.prompt_id,
     };
     let mut stream = crate::reader::stream_in_order(files, schema)?;
     let mut writer: Option<StageWriter> = None;
@@ -50,7 +84,7 @@ where
     let mut pending_rows = 0usize;
     let mut rows_done = 0usize;
     let mut last_key: Option<String> = None;
-    let mut progress = Progress::new("clean", validated.rows);
+    let mut progress = Progress::new("clean", streamed.rows());
     loop {
         let next = stream.next().await.transpose()?;
         let finished = next.is_none();
@@ -79,12 +113,11 @@ where
         let chunk_rows: usize = chunk.iter().map(RecordBatch::num_rows).sum();
         if chunk_rows > 0 {
             let (batches, chunk_totals, chunk_excluded) =
-                clean_chunk(&chunk, config, validated, rows_done)?;
+                clean_chunk(&chunk, config, &streamed, rows_done, input)?;
             for batch in &batches {
                 if writer.is_none() {
-                    // Long rows keyed by prompt id come out in its order (or not at all).
-                    let sorted = long && validated.has_prompt_id;
-                    writer = Some(begin(batch.schema(), sorted).await?);
+                    // Rows keyed by prompt id come out in its order (or not at all).
+                    writer = Some(begin(batch.schema(), streamed.sorted_output()).await?);
                 }
                 writer.as_mut().expect("begun").write(batch).await?;
             }
@@ -148,23 +181,21 @@ fn hold_back_last_prompt(
     Ok(Some(last.slice(cut, end - cut)))
 }
 
-/// Cleans one chunk in the input's layout; `rows_done` (the rows before it) names wide rows
-/// without a prompt id.
+/// Cleans one chunk in the input's layout; `rows_done` (the rows before it) names bad rows.
 fn clean_chunk(
     chunk: &[RecordBatch],
     config: &CleanConfig,
-    validated: &input::ValidatedInput,
+    streamed: &Streamed<'_>,
     rows_done: usize,
+    input: &str,
 ) -> Result<(Vec<RecordBatch>, Totals, u64)> {
-    if validated.layout == Layout::Long {
-        clean_long(
-            chunk,
-            config,
-            validated.has_response_index,
-            validated.has_prompt_id,
-            false,
-        )
-    } else {
-        clean_wide(chunk, config, rows_done, false)
+    match streamed {
+        Streamed::Responses(v) if v.layout == Layout::Long => {
+            clean_long(chunk, config, v.has_response_index, v.has_prompt_id, false)
+        }
+        Streamed::Responses(_) => clean_wide(chunk, config, rows_done, false),
+        Streamed::Comparisons { .. } => {
+            clean_comparisons(chunk, config, input, rows_done as u64, false)
+        }
     }
 }

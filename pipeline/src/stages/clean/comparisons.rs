@@ -20,17 +20,21 @@ use crate::reader::string_at;
 type JudgmentsByPrompt = Vec<(String, Vec<(i64, i64, f64)>)>;
 
 /// Comparisons: one output row per (prompt_id, response_index), sorted.
+/// `first_row` is the number of input rows before `batches` (errors name rows over the whole
+/// input); `report` prints progress (false when the caller reports chunk by chunk).
 pub(super) fn clean_comparisons(
     batches: &[RecordBatch],
     config: &CleanConfig,
     input: &str,
+    first_row: u64,
+    report: bool,
 ) -> Result<(Vec<RecordBatch>, Totals, u64)> {
-    let (by_prompt, skipped) = read_judgments(batches, config, input)?;
+    let (by_prompt, skipped) = read_judgments(batches, config, input, first_row)?;
     let (prompts, problems): (Vec<String>, Vec<Problem>) = by_prompt
         .into_iter()
         .map(|(id, judgments)| (id, Problem::Judgments(judgments)))
         .unzip();
-    let solved = solve_all(&problems, config.settings(true), true);
+    let solved = solve_all(&problems, config.settings(true), report);
     let mut totals = Totals::default();
     let (mut ids, mut index, mut score, mut rank, mut flags, mut ok) = (
         Vec::new(),
@@ -79,6 +83,7 @@ fn read_judgments(
     batches: &[RecordBatch],
     config: &CleanConfig,
     input: &str,
+    first_row: u64,
 ) -> Result<(JudgmentsByPrompt, u64)> {
     let mut by_prompt: JudgmentsByPrompt = Vec::new();
     // Judgments of a prompt usually come together: the last prompt's slot is checked first, so
@@ -86,7 +91,7 @@ fn read_judgments(
     let mut slot_of: HashMap<String, usize> = HashMap::new();
     let mut last: Option<usize> = None;
     let mut skipped = 0u64;
-    let mut row_number = 0u64;
+    let mut row_number = first_row;
     for batch in batches {
         let schema = batch.schema();
         let ids = batch.column(schema.index_of(&config.columns.prompt_id)?);

@@ -16,11 +16,12 @@
 //! are cleaned in parallel; a prompt that does not converge is passed through (uncleaned Borda
 //! scores), marked `clean_converged = false` and listed in the manifest.
 //!
-//! Memory: the wide layout, and the long layout whose prompts come in ascending key order
-//! (as `synth` writes it), are cleaned in chunks of about 65,536 rows cut
-//! at prompt boundaries, so memory stays a chunk whatever the input size (manifest `plan`:
-//! `streaming`; the output then records that it is sorted by prompt id). Comparisons, and long
-//! input out of order, are read whole (`plan`: `whole`).
+//! Memory: the wide layout, and the long layout and comparisons whose prompts come in ascending
+//! key order (as `synth` writes responses, or a judge writes judgments prompt by prompt), are
+//! cleaned in chunks of about 65,536 rows cut at prompt boundaries, so memory stays a chunk
+//! whatever the input size (manifest `plan`: `streaming`; the output then records that it is
+//! sorted by prompt id when keyed by it). Long input and comparisons out of order are read
+//! whole (`plan`: `whole`); both plans write the same rows.
 
 mod chunks;
 mod columns;
@@ -43,7 +44,7 @@ use crate::input::{self, FileInfo, Layout};
 use crate::manifest::{InputInfo, Manifest, StageWriter};
 use crate::reader::read_all_in_order;
 use crate::stages::now_unix;
-use chunks::clean_in_chunks;
+use chunks::{Streamed, clean_in_chunks};
 use comparisons::clean_comparisons;
 pub use config::CleanConfig;
 use long::clean_long;
@@ -84,10 +85,18 @@ pub async fn run(config: &CleanConfig, input: &str, output: &str) -> Result<Mani
     };
     let (writer, mut totals, excluded, layout, streaming) = if comparisons {
         require_comparison_columns(config, first)?;
-        let rows = read_all_in_order(&files.files, &schema).await?;
-        let (batches, totals, excluded) = clean_comparisons(&rows, config, input)?;
-        let writer = write_all(begin, batches, input).await?;
-        (writer, totals, excluded, "comparisons", false)
+        let rows: u64 = infos.iter().map(|i| i.rows).sum();
+        let streamed = Streamed::Comparisons { rows };
+        match clean_in_chunks(&files.files, &schema, config, streamed, begin, input).await? {
+            Some((writer, totals, excluded)) => (writer, totals, excluded, "comparisons", true),
+            None => {
+                info!("clean: judgments are not in prompt order; reading the input whole");
+                let rows = read_all_in_order(&files.files, &schema).await?;
+                let (batches, totals, excluded) = clean_comparisons(&rows, config, input, 0, true)?;
+                let writer = write_all(begin, batches, input).await?;
+                (writer, totals, excluded, "comparisons", false)
+            }
+        }
     } else {
         let validated = input::validate(
             files.clone(),
@@ -96,8 +105,15 @@ pub async fn run(config: &CleanConfig, input: &str, output: &str) -> Result<Mani
         )
         .await?;
         let long = validated.layout == Layout::Long;
-        let streamed =
-            clean_in_chunks(&files.files, &schema, config, &validated, begin, input).await?;
+        let streamed = clean_in_chunks(
+            &files.files,
+            &schema,
+            config,
+            Streamed::Responses(&validated),
+            begin,
+            input,
+        )
+        .await?;
         let streaming = streamed.is_some();
         let (writer, totals, excluded) = match streamed {
             Some(done) => done,
