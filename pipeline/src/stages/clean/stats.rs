@@ -71,8 +71,9 @@ impl Totals {
         [
             ("layout", json!(layout)),
             ("method", json!(method.name())),
-            // "streaming": chunk by chunk in bounded memory (wide, or long in prompt order);
-            // "whole": the input read whole (comparisons, or long out of order).
+            // "streaming": chunk by chunk in bounded memory (wide, or long or comparisons in
+            // prompt order);
+            // "whole": the input read whole (long or comparisons out of prompt order).
             ("plan", json!(if streaming { "streaming" } else { "whole" })),
             ("prompts", json!(self.prompts)),
             ("solved", json!(self.solved)),
