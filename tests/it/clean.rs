@@ -542,17 +542,7 @@ fn large_inputs_stream_in_prompt_order_and_equal_a_whole_read() {
     ] {
         assert_eq!(streamed["stats"][key], whole["stats"][key], "{key}");
     }
-    let compared = ok(&prefsmith(&[
-        "sql",
-        "SELECT count(*) AS rows, \
-         sum(CASE WHEN a.clean_score = b.clean_score AND a.clean_rank = b.clean_rank \
-             AND a.flagged_comparisons = b.flagged_comparisons THEN 1 ELSE 0 END) AS same \
-         FROM a JOIN b ON a.prompt_id = b.prompt_id AND a.response_index = b.response_index",
-        "--table",
-        &format!("a={}", path("streamed")),
-        "--table",
-        &format!("b={}", path("whole")),
-    ]));
+    let compared = same_cleaning(&dir.path().join("streamed"), &dir.path().join("whole"));
     assert!(compared.contains("| 80000 | 80000 |"), "{compared}");
     // The streamed output records that it is in prompt id order: select streams it in turn.
     ok(&prefsmith(&[
@@ -619,17 +609,7 @@ fn judgments_in_prompt_order_stream_and_equal_a_whole_read() {
         assert_eq!(streamed["stats"][key], whole["stats"][key], "{key}");
     }
     assert_eq!(streamed["stats"]["prompts"], 1500);
-    let compared = ok(&prefsmith(&[
-        "sql",
-        "SELECT count(*) AS rows, \
-         sum(CASE WHEN a.clean_score = b.clean_score AND a.clean_rank = b.clean_rank \
-             AND a.flagged_comparisons = b.flagged_comparisons THEN 1 ELSE 0 END) AS same \
-         FROM a JOIN b ON a.prompt_id = b.prompt_id AND a.response_index = b.response_index",
-        "--table",
-        &format!("a={}", path("streamed")),
-        "--table",
-        &format!("b={}", path("whole")),
-    ]));
+    let compared = same_cleaning(&dir.path().join("streamed"), &dir.path().join("whole"));
     assert!(compared.contains("| 12000 | 12000 |"), "{compared}");
     // A bad judgment past the first chunk: named by its row over the whole input.
     ok(&prefsmith(&[
@@ -656,4 +636,20 @@ fn judgments_in_prompt_order_stream_and_equal_a_whole_read() {
         stderr.contains("row 78400") && stderr.contains("i = j = 0"),
         "{stderr}"
     );
+}
+
+/// Joins two clean outputs on (prompt_id, response_index): the `rows | same` table, `same`
+/// counting the rows whose score, rank and flags are equal.
+fn same_cleaning(a: &std::path::Path, b: &std::path::Path) -> String {
+    ok(&prefsmith(&[
+        "sql",
+        "SELECT count(*) AS rows, \
+         sum(CASE WHEN a.clean_score = b.clean_score AND a.clean_rank = b.clean_rank \
+             AND a.flagged_comparisons = b.flagged_comparisons THEN 1 ELSE 0 END) AS same \
+         FROM a JOIN b ON a.prompt_id = b.prompt_id AND a.response_index = b.response_index",
+        "--table",
+        &format!("a={}", a.display()),
+        "--table",
+        &format!("b={}", b.display()),
+    ]))
 }

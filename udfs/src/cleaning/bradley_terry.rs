@@ -167,18 +167,7 @@ fn pair_deviance(wins: f64, judgments: f64, d: f64) -> f64 {
 
 /// A fit that did not converge: the prompt is passed through with its win rates.
 fn not_converged(counts: &PairCounts, iterations: u32) -> Cleaned {
-    let scores = win_rates(counts);
-    Cleaned {
-        ranks: ranks_by_score(&scores),
-        scores,
-        flagged_per_response: vec![0; counts.n],
-        flagged: Vec::new(),
-        iterations,
-        residual: f64::INFINITY,
-        converged: false,
-        solved: false,
-        degenerate: false,
-    }
+    Cleaned::unflagged(win_rates(counts), iterations, f64::INFINITY, false, false)
 }
 
 /// `bt-mle`: the maximum a posteriori Bradley–Terry scores with prior precision `prior`.
@@ -188,17 +177,7 @@ pub fn bt_mle(counts: &PairCounts, prior: f64) -> Cleaned {
     if !fit.converged {
         return not_converged(counts, fit.steps);
     }
-    Cleaned {
-        ranks: ranks_by_score(&fit.scores),
-        scores: fit.scores,
-        flagged_per_response: vec![0; counts.n],
-        flagged: Vec::new(),
-        iterations: fit.steps,
-        residual: fit.last_step,
-        converged: true,
-        solved: true,
-        degenerate: false,
-    }
+    Cleaned::unflagged(fit.scores, fit.steps, fit.last_step, true, true)
 }
 
 /// `bt-trim`: fit, drop every kept pair whose deviance exceeds the threshold, refit, until none

@@ -44,19 +44,15 @@ fn decompose_and_rank(
         .map(|k| if is_observed(k) { x[k] } else { 0.0 })
         .collect();
     let x_norm = frobenius(&masked);
-    let pass_through = |iterations, residual, converged, degenerate| {
-        let scores = borda_scores(&masked, n);
-        Cleaned {
-            ranks: ranks_by_score(&scores),
-            scores,
-            flagged_per_response: vec![0; n],
-            flagged: Vec::new(),
+    let pass_through = |iterations, residual, converged, degenerate| Cleaned {
+        degenerate,
+        ..Cleaned::unflagged(
+            borda_scores(&masked, n),
             iterations,
             residual,
             converged,
-            solved: false,
-            degenerate,
-        }
+            false,
+        )
     };
     if n <= 2 || x_norm == 0.0 {
         return pass_through(0, 0.0, true, false);

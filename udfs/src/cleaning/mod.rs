@@ -121,6 +121,29 @@ pub struct Cleaned {
     pub degenerate: bool,
 }
 
+impl Cleaned {
+    /// A result that flags nothing: `scores` ranked, no corruption found, not degenerate.
+    pub fn unflagged(
+        scores: Vec<f64>,
+        iterations: u32,
+        residual: f64,
+        converged: bool,
+        solved: bool,
+    ) -> Self {
+        Self {
+            ranks: ranks_by_score(&scores),
+            flagged_per_response: vec![0; scores.len()],
+            scores,
+            flagged: Vec::new(),
+            iterations,
+            residual,
+            converged,
+            solved,
+            degenerate: false,
+        }
+    }
+}
+
 /// Why a prompt cannot be cleaned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CleanError {
@@ -260,18 +283,7 @@ pub fn clean_indexed_scores(
         clean_matrix(&x, n, None, RpcaOptions::default())
     } else {
         // Borda on scores: the row means of X, i.e. (s_i − mean s)/T (§5.12).
-        let scores = low_rank::borda_scores(&x, n);
-        Cleaned {
-            ranks: ranks_by_score(&scores),
-            scores,
-            flagged_per_response: vec![0; n],
-            flagged: Vec::new(),
-            iterations: 0,
-            residual: 0.0,
-            converged: true,
-            solved: true,
-            degenerate: false,
-        }
+        Cleaned::unflagged(low_rank::borda_scores(&x, n), 0, 0.0, true, true)
     };
     Ok((indices, cleaned))
 }

@@ -1,7 +1,7 @@
 //! The baseline method `borda` on judgments (`docs/ALGORITHMS.md` §5.12): each response's share of
 //! the judgments it won, 0.5 for a response never judged.
 
-use super::{Cleaned, PairCounts, ranks_by_score};
+use super::{Cleaned, PairCounts};
 
 /// Per response, Σ wins / Σ judgments over its pairs; 0.5 when it has none.
 pub(super) fn win_rates(counts: &PairCounts) -> Vec<f64> {
@@ -21,18 +21,7 @@ pub(super) fn win_rates(counts: &PairCounts) -> Vec<f64> {
 
 /// `borda`: the win rates, ranked; nothing flagged.
 pub fn borda(counts: &PairCounts) -> Cleaned {
-    let scores = win_rates(counts);
-    Cleaned {
-        ranks: ranks_by_score(&scores),
-        scores,
-        flagged_per_response: vec![0; counts.n],
-        flagged: Vec::new(),
-        iterations: 0,
-        residual: 0.0,
-        converged: true,
-        solved: true,
-        degenerate: false,
-    }
+    Cleaned::unflagged(win_rates(counts), 0, 0.0, true, true)
 }
 
 #[cfg(test)]
