@@ -2,6 +2,7 @@
 
 mod augment;
 mod clean;
+mod experiment;
 mod export;
 mod inspect;
 mod model_args;
@@ -62,6 +63,8 @@ enum Command {
     Synth(synth::Args),
     /// Summarise a dataset: layout, prompts, responses per prompt, invalid rewards, quantiles.
     Inspect(inspect::Args),
+    /// Test the article's claims on the gold-reward task: every arm × seed through the stages.
+    Experiment(experiment::Args),
     /// Write one self-contained HTML page of a run: its stages, plots and every figure.
     Report(report::Args),
 }
@@ -84,6 +87,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(args) => synth::run(args, cli.threads).await,
         Command::Inspect(args) => inspect::run(args).await,
         Command::Report(args) => report::run(args, cli.threads).await,
+        Command::Experiment(args) => experiment::run(args, cli.threads).await,
     }
 }
 

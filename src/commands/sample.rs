@@ -42,6 +42,10 @@ pub struct Args {
     /// samples within one precision).
     #[arg(long, default_value = "f32")]
     precision: String,
+    /// Fraction of responses replaced by degenerate output (empty, truncated, garbled), for
+    /// experiments with a known gold reward.
+    #[arg(long, default_value_t = 0.0)]
+    degenerate_rate: f64,
 }
 
 pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
@@ -59,6 +63,7 @@ pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
             precision: args.precision.parse()?,
         },
         limit: args.limit,
+        degenerate_rate: args.degenerate_rate,
         model_hash: None,
     };
     let manifest = super::run_stage(&config, threads).await?.manifest;

@@ -31,6 +31,10 @@ pub struct Args {
     /// Divisor of the implicit source's M2 search (default 2).
     #[arg(long)]
     implicit_divisor: Option<f64>,
+    /// The unit of the margins: auto (default; a source whose 90th-percentile |margin| is
+    /// below 4 is measured in units of that quantile / 4) or paper (whole reward units).
+    #[arg(long)]
+    margin_scale: Option<String>,
     /// The input's layout: auto (default), plain or hf-binarized.
     #[arg(long)]
     input_format: Option<String>,
@@ -63,6 +67,7 @@ pub async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
         .set("sources", sources)
         .set("external-divisor", args.external_divisor)
         .set("implicit-divisor", args.implicit_divisor)
+        .set("margin-scale", args.margin_scale)
         .set("input-format", args.input_format);
     let stage = super::build_stage(overrides, "select-margin")?;
     let run = super::run_stage(stage.as_ref(), threads).await?;
@@ -75,13 +80,14 @@ pub fn print_summary(output: &str, manifest: &Manifest) {
     let stat = |key: &str| manifest.stats.get(key).cloned().unwrap_or_default();
     let shortfall = stat("shortfall").as_u64().unwrap_or(0);
     println!(
-        "select-margin: {} of {} pairs written to {output} (eligible {}, dropped for non-finite margins {}); sources {}, M2 {}{}",
+        "select-margin: {} of {} pairs written to {output} (eligible {}, dropped for non-finite margins {}); sources {}, M2 {} (margin units {}){}",
         manifest.rows,
         stat("pairs"),
         stat("eligible"),
         stat("dropped_non_finite"),
         stat("sources"),
         stat("m2"),
+        stat("margin_units"),
         if shortfall > 0 {
             format!("; shortfall {shortfall} (fewer eligible pairs than asked for)")
         } else {

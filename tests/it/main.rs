@@ -12,7 +12,8 @@
 //! * `s3` — stages on a real S3 server (SeaweedFS, started by the tests): identical output,
 //!   named errors, and nothing that looks complete after a failure;
 //! * `train` — the trainer: losses vs numpy, learning, MixDPO, exact resume, bad input;
-//! * `report` — `prefsmith report` rendered by headless Chromium, failed and empty stages.
+//! * `report` — `prefsmith report` rendered by headless Chromium, failed and empty stages;
+//! * `experiment` — every gold-reward experiment at CI size, figures checked in Python.
 //!
 //! A few of these files run past 600 lines: each holds one component's tests with the fixtures
 //! they share (a synthetic table, a started server), and every test is its own short unit.
@@ -22,6 +23,7 @@ mod bad_input;
 mod clean;
 mod cli;
 mod common;
+mod experiment;
 mod export;
 mod model;
 mod reference;

@@ -72,7 +72,7 @@ fn browser(args: &[&str]) -> std::process::Output {
 
 /// What the page looks like to the browser: the report with a probe added (test-only) that
 /// records errors from the start and, after layout, every section and plot size.
-fn audit(report: &Path, dir: &Path) -> serde_json::Value {
+pub(crate) fn audit(report: &Path, dir: &Path) -> serde_json::Value {
     let page = std::fs::read_to_string(report).expect("report");
     let probe_head = "<script>window.__errors=[];\
         addEventListener('error',e=>__errors.push(String(e.message||e.type)),true);\

@@ -58,6 +58,9 @@ fn same_pairs_in_the_same_order_as_the_numpy_reference() {
     // Four pairs have a non-finite implicit margin (NaN, inf, null log-probs).
     let m = manifest(&dir.path().join("selected-0"));
     assert_eq!(m["stats"]["dropped_non_finite"], 4);
+    // On the 1–10 ratings the external margins span whole units: auto keeps the unit 1.
+    assert_eq!(m["stats"]["margin_units"]["external"], 1.0);
+    assert_eq!(m["stats"]["margin_scale"], "auto");
     assert_eq!(m["stats"]["dropped_non_finite_by_source"]["implicit"], 4);
     assert_eq!(m["stats"]["m2"]["external"], 6.0);
     // ceil(0.1 × 996) = 100.
@@ -76,6 +79,43 @@ fn same_pairs_in_the_same_order_as_the_numpy_reference() {
         ],
     );
     assert_eq!(other.status.code(), Some(1));
+}
+
+/// The same ratings on a tenth of the scale: under `auto` the external margins are measured
+/// in q90/4 units (the ranking is that of the full scale's search on finer units), under
+/// `paper` in whole units, where M2 cannot move; both match the reference.
+#[test]
+fn narrow_rating_scales_are_measured_in_their_own_units() {
+    let dir = tempdir();
+    let path = dir.path().join("uf_narrow.parquet");
+    let input = path.to_str().expect("utf-8").to_string();
+    ok(&python_script(
+        "reference_select_margin.py",
+        &[
+            "make-input",
+            "--source",
+            &data("ultrafeedback_binarized_1k.parquet"),
+            "--output",
+            &input,
+            "--score-scale",
+            "0.1",
+        ],
+    ));
+    let cases: &[&[&str]] = &[
+        &["--top-k", "100"],
+        &["--top-k", "100", "--margin-scale", "paper"],
+    ];
+    for (i, flags) in cases.iter().enumerate() {
+        run_and_check(&input, &dir.path().join(format!("n-{i}")), flags, None);
+    }
+    let auto = manifest(&dir.path().join("n-0"));
+    let unit = auto["stats"]["margin_units"]["external"]
+        .as_f64()
+        .expect("unit");
+    assert!((unit - 0.455 / 4.0).abs() < 1e-9, "{unit}");
+    let paper = manifest(&dir.path().join("n-1"));
+    assert_eq!(paper["stats"]["margin_units"]["external"], 1.0);
+    assert_eq!(paper["stats"]["m2"]["external"], 0.0);
 }
 
 #[test]

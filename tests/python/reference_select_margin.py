@@ -10,6 +10,9 @@ structure. Two commands:
     ``policy_logp_rejected``, ``ref_logp_rejected``), with a few NaN, inf and
     null values so that some pairs are not eligible.
 
+``make-input … --score-scale S`` multiplies both scores by S first (a
+narrower rating scale, for the unit rule of ``margin-scale = auto``).
+
 ``check --input IN.parquet --actual DIR [--top-k K | --fraction F] [--sources S]``
     Recomputes margins, M2 per source, the fused logit, the ranking and the
     top k, and compares them with the stage output in DIR (rows, their order
@@ -26,6 +29,10 @@ The rules, as the spec states them
   external, 2 implicit; M1 = -2; tail(t) = #margins >= t.
 * p = (clip(m, M1, M2) - M1) / (M2 - M1); logit P = sum over sources of
   log(q) - log(1 - q), q = clip(p, eps, 1 - eps), eps = 2**-52.
+* margin-scale = auto (the default, §3.11): a source whose 90th percentile of
+  |finite margins| (numpy's linear interpolation) is in (0, 4) is measured in
+  units of that quantile / 4 — its margins are divided by the unit before
+  everything above and below; otherwise (and under `paper`) the unit is 1.
 * eligible = every used margin finite; rank by logit P descending, then by
   sum(m_k / s_k) descending (s_k = M2_k, or M2_k - M1 for every source when
   some M2 <= 0), then input row order; keep k = top-k or ceil(f * eligible).
@@ -47,9 +54,15 @@ EPS = 2.0**-52
 LOGP = ["policy_logp_chosen", "ref_logp_chosen", "policy_logp_rejected", "ref_logp_rejected"]
 
 
-def make_input(source, output):
+def make_input(source, output, score_scale=1.0):
     table = pq.read_table(source)
     n = table.num_rows
+    if score_scale != 1.0:
+        # The same ratings on a narrower scale (a judge in [0, 1]): margins below 1.
+        for name in ("score_chosen", "score_rejected"):
+            i = table.schema.get_field_index(name)
+            scaled = pa.array([v * score_scale for v in table.column(name).to_pylist()])
+            table = table.set_column(i, name, scaled)
     rng = np.random.default_rng(20261128)
     ref_c = rng.normal(-300.0, 80.0, n)
     ref_r = rng.normal(-300.0, 80.0, n)
@@ -99,9 +112,19 @@ def logit(p):
     return math.log(q) - math.log(1 - q)
 
 
-def reference(table, sources, top_k, fraction):
+def unit_of(m, margin_scale):
+    f = np.abs(m[np.isfinite(m)])
+    if margin_scale != "auto" or f.size == 0:
+        return 1.0
+    q = float(np.percentile(f, 90))
+    return q / 4.0 if 0 < q < 4 else 1.0
+
+
+def reference(table, sources, top_k, fraction, margin_scale="auto"):
     n = table.num_rows
-    margins = {s: margins_of(table, s) for s in sources}
+    raw = {s: margins_of(table, s) for s in sources}
+    units = {s: unit_of(raw[s], margin_scale) for s in sources}
+    margins = {s: raw[s] / units[s] for s in sources}
     divisor = {"external": 1.5, "implicit": 2.0}
     m2 = {s: upper_bound(margins[s], divisor[s]) for s in sources}
     scale = dict(m2)
@@ -122,7 +145,7 @@ def reference(table, sources, top_k, fraction):
     eligible = len(rows)
     wanted = top_k if top_k is not None else math.ceil(fraction * eligible)
     rows.sort(key=lambda r: (-r[0], -r[1], r[2]))
-    return rows[:wanted], m2, eligible, wanted, margins
+    return rows[:wanted], m2, eligible, wanted, raw, units
 
 
 def read_actual(directory):
@@ -135,12 +158,16 @@ def read_actual(directory):
 def check(args):
     sources = args.sources.split(",")
     table = pq.read_table(args.input)
-    selected, m2, eligible, wanted, margins = reference(table, sources, args.top_k, args.fraction)
+    selected, m2, eligible, wanted, margins, units = reference(
+        table, sources, args.top_k, args.fraction, args.margin_scale)
     actual, manifest = read_actual(args.actual)
     problems = []
     stats = manifest["stats"]
     if stats["m2"] != m2:
         problems.append(f"M2 {stats['m2']} != {m2}")
+    for s, u in units.items():
+        if not math.isclose(stats["margin_units"][s], u, rel_tol=1e-12):
+            problems.append(f"unit of {s}: {stats['margin_units'][s]} != {u}")
     expect = {"eligible": eligible, "dropped_non_finite": table.num_rows - eligible,
               "wanted": wanted, "selected": len(selected),
               "shortfall": max(0, wanted - eligible)}
@@ -196,15 +223,17 @@ def main():
     make = sub.add_parser("make-input")
     make.add_argument("--source", required=True)
     make.add_argument("--output", required=True)
+    make.add_argument("--score-scale", type=float, default=1.0)
     chk = sub.add_parser("check")
     chk.add_argument("--input", required=True)
+    chk.add_argument("--margin-scale", default="auto")
     chk.add_argument("--actual", required=True)
     chk.add_argument("--top-k", type=int)
     chk.add_argument("--fraction", type=float)
     chk.add_argument("--sources", default="external,implicit")
     args = parser.parse_args()
     if args.command == "make-input":
-        make_input(args.source, args.output)
+        make_input(args.source, args.output, args.score_scale)
         return 0
     if (args.top_k is None) == (args.fraction is None):
         parser.error("give --top-k or --fraction")

@@ -47,6 +47,7 @@ pub fn register_model_stages(registry: &mut StageRegistry) {
     registry.register::<RewardConfig>("reward");
     registry.register::<ScoreConfig>("score");
     registry.register::<TrainStage>("train");
+    crate::experiment::register_task_stages(registry);
 }
 
 /// The trainer's error as the pipeline's, keeping its text and whether the data is at fault.

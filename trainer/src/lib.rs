@@ -14,6 +14,7 @@
 //! [`scoring`]: prefsmith_model::scoring
 
 pub mod error;
+pub mod experiment;
 pub mod job;
 pub mod losses;
 pub mod stages;

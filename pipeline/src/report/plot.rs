@@ -278,6 +278,122 @@ pub fn lines(
     })
 }
 
+/// A point with its interval: x, the mean, and the interval's ends.
+pub type IntervalPoint = (f64, f64, f64, f64);
+
+/// Means with interval whiskers, one line per series (points joined in x order when `join`),
+/// and a dashed horizontal reference line (`reference`: value and legend label). With
+/// `integer_x` the x ticks are whole numbers only (arm numbers).
+pub fn intervals(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<IntervalPoint>)],
+    reference: Option<(f64, &str)>,
+    join: bool,
+) -> Result<String> {
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, _, lo, hi) in series.iter().flat_map(|s| s.1.iter()) {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(lo);
+        y1 = y1.max(hi);
+    }
+    if let Some((r, _)) = reference {
+        y0 = y0.min(r);
+        y1 = y1.max(r);
+    }
+    if x0 > x1 {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    let (xr, yr) = (padded(x0, x1), padded(y0, y1));
+    svg(|root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(42)
+            .y_label_area_size(72)
+            .build_cartesian_2d(xr.clone(), yr.clone())
+            .map_err(draw_error)?;
+        let y_ticks = tick_format(&yr);
+        let x_ticks = tick_format(&xr);
+        let integer_x = !join;
+        chart
+            .configure_mesh()
+            .x_label_formatter(&|v: &f64| {
+                if integer_x {
+                    integer_ticks(v)
+                } else {
+                    x_ticks(v)
+                }
+            })
+            .y_label_formatter(&y_ticks)
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .light_line_style(TRANSPARENT)
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(draw_error)?;
+        if let Some((r, label)) = reference {
+            let grey = RGBColor(90, 90, 90);
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(xr.start, r), (xr.end, r)],
+                    6,
+                    4,
+                    grey.stroke_width(1),
+                ))
+                .map_err(draw_error)?
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 18, y)], grey.stroke_width(1))
+                });
+        }
+        // A small horizontal offset per series keeps whiskers at the same x apart.
+        let span = if x1 > x0 { x1 - x0 } else { 1.0 };
+        let count = series.len().max(1) as f64;
+        for (i, (name, points)) in series.iter().enumerate() {
+            let c = colour(i);
+            let shift = if join {
+                0.0
+            } else {
+                (i as f64 - (count - 1.0) / 2.0) * span * 0.004
+            };
+            let mut sorted = points.clone();
+            sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let line = if join { sorted.clone() } else { Vec::new() };
+            chart
+                .draw_series(LineSeries::new(
+                    line.iter().map(|p| (p.0 + shift, p.1)),
+                    c.stroke_width(2),
+                ))
+                .map_err(draw_error)?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], c.stroke_width(2)));
+            // Whiskers: the interval as a vertical segment with caps a fraction of the span wide.
+            let cap = span * 0.012;
+            chart
+                .draw_series(sorted.iter().flat_map(|&(x, _, lo, hi)| {
+                    let x = x + shift;
+                    [
+                        PathElement::new([(x, lo), (x, hi)], c.stroke_width(1)),
+                        PathElement::new([(x - cap, lo), (x + cap, lo)], c.stroke_width(1)),
+                        PathElement::new([(x - cap, hi), (x + cap, hi)], c.stroke_width(1)),
+                    ]
+                }))
+                .map_err(draw_error)?;
+            chart
+                .draw_series(
+                    sorted
+                        .iter()
+                        .map(|&(x, mean, _, _)| Circle::new((x + shift, mean), 3, c.filled())),
+                )
+                .map_err(draw_error)?;
+        }
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
+    })
+}
+
 /// One prompt's rewards in ascending order (x = position), horizontal lines at `levels`, and
 /// the chosen and rejected responses circled.
 pub fn sorted_rewards(

@@ -25,6 +25,7 @@ use serde_json::json;
 use tracing::info;
 
 use crate::error::{Error, Result};
+use crate::experiment::task::degenerate_draw;
 use crate::stages::{StageOutput, Table, prompt_messages, stable_hash64};
 
 /// Settings of the `sample` stage.
@@ -46,9 +47,20 @@ pub struct SampleConfig {
     /// Use only the first this many prompts.
     #[serde(default)]
     pub limit: Option<usize>,
+    /// Fraction of responses replaced by degenerate output — empty, truncated to a third,
+    /// or garbled — each drawn from its own seeded stream (`finish_reasons` names the fault).
+    /// Default 0. This is the sampler fault of the gold-reward experiments (`EXPERIMENTS.md`):
+    /// at scale a sampler produces such outputs, and the rejected side of a pair must not
+    /// be one of them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub degenerate_rate: f64,
     /// The model's content hash (filled in when the stage runs; part of the config hash).
     #[serde(default)]
     pub model_hash: Option<String>,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// Prompts as read: one batch with `prompt_id` (Utf8) and `prompt` (string or message list).
@@ -167,6 +179,12 @@ pub async fn run(config: &SampleConfig, input: &str, output: &str, hash: &str) -
     let started = Instant::now();
     let started_unix = now_unix();
     config.sampling.validate()?;
+    if !(0.0..=1.0).contains(&config.degenerate_rate) {
+        return Err(Error::Config(format!(
+            "degenerate-rate {} must be in [0, 1]",
+            config.degenerate_rate
+        )));
+    }
     let (prompts, infos) = read_prompts(input, config.limit).await?;
     let lm = config.model.load()?;
     let mut config = config.clone();
@@ -181,6 +199,7 @@ pub async fn run(config: &SampleConfig, input: &str, output: &str, hash: &str) -
     let mut progress = Progress::new("sample", rows as u64);
     let mut generated_tokens = 0usize;
     let mut stopped = 0usize;
+    let mut degenerate = 0usize;
     for row in 0..rows {
         let prompt_id = string_at(&ids, row).unwrap_or_default().to_string();
         let messages = prompt_messages(&prompt_column, "prompt", row)?;
@@ -192,12 +211,31 @@ pub async fn run(config: &SampleConfig, input: &str, output: &str, hash: &str) -
             stable_hash64(&prompt_id),
         )
         .map_err(|e| Error::Input(format!("{input}: prompt {prompt_id} (row {row}): {e}")))?;
-        for s in &samples {
-            responses.values().append_value(&s.text);
-            token_counts.values().append_value(s.ids.len() as u32);
-            finishes.values().append_value(s.finish.as_str());
+        for (index, s) in samples.iter().enumerate() {
             generated_tokens += s.ids.len();
             stopped += usize::from(s.finish == FinishReason::Stop);
+            let fault = degenerate_draw(
+                config.sampling.seed,
+                &prompt_id,
+                index,
+                config.degenerate_rate,
+            );
+            match fault {
+                Some((kind, mut rng)) => {
+                    let text = kind.apply(&s.text, &mut rng);
+                    token_counts
+                        .values()
+                        .append_value(lm.response_ids(&text)?.len() as u32);
+                    responses.values().append_value(text);
+                    finishes.values().append_value(kind.as_str());
+                    degenerate += 1;
+                }
+                None => {
+                    responses.values().append_value(&s.text);
+                    token_counts.values().append_value(s.ids.len() as u32);
+                    finishes.values().append_value(s.finish.as_str());
+                }
+            }
         }
         responses.append(true);
         token_counts.append(true);
@@ -232,6 +270,7 @@ pub async fn run(config: &SampleConfig, input: &str, output: &str, hash: &str) -
         ("chat_template", json!(lm.template.name())),
         ("generated_tokens", json!(generated_tokens)),
         ("stopped_at_eos", json!(stopped)),
+        ("degenerate", json!(degenerate)),
         (
             "tokens_per_second",
             json!(generated_tokens as f64 / seconds.max(1e-9)),

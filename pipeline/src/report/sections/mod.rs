@@ -2,6 +2,7 @@
 //! needs) and the table of every figure its manifest records. A stage without an output, with
 //! no rows, or whose data cannot be read gets a notice saying so instead of its plots.
 
+mod experiment;
 mod pairs;
 mod responses;
 mod training;
@@ -203,14 +204,18 @@ async fn stage_plots(
 ) -> Result<()> {
     match m.stage.as_str() {
         "train" => return training::train_plots(&stage.output, plots).await,
-        "sample" | "reward" | "synth" | "clean" | "select" | "select-margin" | "route" => {}
+        "experiment-summary" => return experiment::summary_plots(m, plots),
+        "sample" | "reward" | "task-reward" | "synth" | "clean" | "select" | "select-margin"
+        | "route" => {}
         _ => return Ok(()),
     }
     let ctx = context(&stage.output, options).await?;
     let columns = columns_of(&ctx, "t").await?;
     match m.stage.as_str() {
         "sample" => responses::sample_plots(&ctx, &columns, plots).await?,
-        "reward" | "synth" => responses::reward_plots(&ctx, &columns, m, plots).await?,
+        "reward" | "task-reward" | "synth" => {
+            responses::reward_plots(&ctx, &columns, m, plots).await?
+        }
         "clean" => responses::clean_plots(&ctx, &columns, m, plots).await?,
         "select" => pairs::select_plots(&ctx, m, options, plots).await?,
         "select-margin" => pairs::margin_plots(&ctx, m, plots).await?,

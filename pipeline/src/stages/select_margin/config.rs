@@ -40,6 +40,11 @@ pub struct SelectMarginConfig {
     /// The lower clip M1 of every source (default −2).
     #[serde(default = "default_m1")]
     pub m1: f64,
+    /// The unit margins are measured in before M1, M2 and p (`docs/ALGORITHMS.md` §3.11):
+    /// `auto` (default) measures a source whose 90th-percentile |margin| is below 4 in units
+    /// of that quantile / 4; `paper` keeps whole reward units, as the paper did.
+    #[serde(default)]
+    pub margin_scale: MarginScale,
     /// Rows per output part (default 1,000,000).
     #[serde(default = "default_max_rows")]
     pub max_rows_per_file: usize,
@@ -73,9 +78,21 @@ impl Default for SelectMarginConfig {
             external_divisor: default_external_divisor(),
             implicit_divisor: default_implicit_divisor(),
             m1: default_m1(),
+            margin_scale: MarginScale::default(),
             max_rows_per_file: default_max_rows(),
         }
     }
+}
+
+/// The unit of a source's margins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MarginScale {
+    /// Rescale a source whose margins span fewer than 4 whole units at their 90th percentile.
+    #[default]
+    Auto,
+    /// Whole reward units (the paper's rule).
+    Paper,
 }
 
 /// How many pairs to keep.

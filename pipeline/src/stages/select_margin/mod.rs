@@ -86,7 +86,7 @@ pub async fn run(config: &SelectMarginConfig, input: &str, output: &str) -> Resu
             "fewer eligible pairs than asked for; all of them are kept"
         );
     }
-    let (m2, scales) = bound_stats(&bounds);
+    let bound_figures = bound_stats(&bounds);
     drop(bounds);
     let (eligible, wanted, selected_count) = (ranking.eligible, ranking.wanted, ranking.selected);
     let facts = Arc::new(RowFacts {
@@ -103,8 +103,10 @@ pub async fn run(config: &SelectMarginConfig, input: &str, output: &str) -> Resu
             json!(sources.iter().map(|s| s.as_str()).collect::<Vec<_>>()),
         ),
         ("m1", json!(config.m1)),
-        ("m2", json!(m2)),
-        ("tie_break_scales", json!(scales)),
+        ("margin_scale", json!(config.margin_scale)),
+        ("margin_units", json!(bound_figures.units)),
+        ("m2", json!(bound_figures.m2)),
+        ("tie_break_scales", json!(bound_figures.scales)),
         ("eligible", json!(eligible)),
         ("dropped_non_finite", json!(dropped_pairs)),
         ("dropped_non_finite_by_source", json!(dropped)),

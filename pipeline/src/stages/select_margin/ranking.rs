@@ -5,18 +5,54 @@ use prefsmith_udfs::aggregate::margin_upper_bound::upper_bound;
 use prefsmith_udfs::scalar::margin_math::{clipped_logit, margin_probability};
 use serde_json::json;
 
-use super::config::{Keep, SelectMarginConfig};
+use super::config::{Keep, MarginScale, SelectMarginConfig};
 use super::margins::Margins;
 use super::source::MarginSource;
 use crate::error::{Error, Result};
 
-/// One used source: its margins, M2 and tie-break scale.
+/// One used source: its margins, the unit they are measured in, M2 and tie-break scale (both
+/// in that unit).
 pub(super) struct SourceBounds<'a> {
     pub(super) source: MarginSource,
     margins: &'a [f64],
+    pub(super) unit: f64,
     pub(super) m2: f64,
     pub(super) scale: f64,
 }
+
+/// The q-quantile (linear interpolation between order statistics) of the absolute values of
+/// the finite margins; `None` when there are none.
+pub(super) fn abs_quantile(margins: &[f64], q: f64) -> Option<f64> {
+    let mut values: Vec<f64> = margins
+        .iter()
+        .filter(|m| m.is_finite())
+        .map(|m| m.abs())
+        .collect();
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let position = q * (values.len() - 1) as f64;
+    let (below, above) = (position.floor() as usize, position.ceil() as usize);
+    let weight = position - below as f64;
+    Some(values[below] + (values[above] - values[below]) * weight)
+}
+
+/// The unit a source's margins are measured in (`docs/ALGORITHMS.md` §3.11): 1 under the
+/// paper's rule; under `auto`, q90(|m|) / 4 when that quantile is below 4 (too few whole units
+/// for the M2 search to move in), else 1.
+pub(super) fn margin_unit(margins: &[f64], scale: MarginScale) -> f64 {
+    match scale {
+        MarginScale::Paper => 1.0,
+        MarginScale::Auto => match abs_quantile(margins, 0.9) {
+            Some(q) if q > 0.0 && q < AUTO_UNITS => q / AUTO_UNITS,
+            _ => 1.0,
+        },
+    }
+}
+
+/// Under `margin-scale = "auto"`, a source's 90th percentile |margin| is this many units.
+pub(super) const AUTO_UNITS: f64 = 4.0;
 
 /// The outcome of ranking.
 pub(super) struct Ranking {
@@ -50,7 +86,15 @@ pub(super) fn source_bounds<'a>(
         let values = margins.of(source);
         let non_finite = values.iter().filter(|m| !m.is_finite()).count();
         dropped.insert(source.as_str().into(), json!(non_finite));
-        let m2 = upper_bound(values, config.divisor(source)?, config.m1).ok_or_else(|| {
+        let unit = margin_unit(values, config.margin_scale);
+        let scaled: Vec<f64>;
+        let in_units = if unit == 1.0 {
+            values
+        } else {
+            scaled = values.iter().map(|m| m / unit).collect();
+            &scaled
+        };
+        let m2 = upper_bound(in_units, config.divisor(source)?, config.m1).ok_or_else(|| {
             Error::InvalidData {
                 context: format!("{input}: the {} margin", source.as_str()),
                 message: format!(
@@ -63,6 +107,7 @@ pub(super) fn source_bounds<'a>(
         bounds.push(SourceBounds {
             source,
             margins: values,
+            unit,
             m2,
             scale: m2,
         });
@@ -75,20 +120,27 @@ pub(super) fn source_bounds<'a>(
     Ok((bounds, dropped))
 }
 
-/// The manifest's `m2` and `tie_break_scales`: per source, its M2 and tie-break scale.
-pub(super) fn bound_stats(
-    bounds: &[SourceBounds],
-) -> (
-    serde_json::Map<String, serde_json::Value>,
-    serde_json::Map<String, serde_json::Value>,
-) {
-    let mut m2 = serde_json::Map::new();
-    let mut scales = serde_json::Map::new();
+/// Per-source figures of the manifest: `m2`, `tie_break_scales` and `margin_units`.
+pub(super) struct BoundStats {
+    pub(super) m2: serde_json::Map<String, serde_json::Value>,
+    pub(super) scales: serde_json::Map<String, serde_json::Value>,
+    pub(super) units: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The manifest's per-source figures: M2, tie-break scale and margin unit.
+pub(super) fn bound_stats(bounds: &[SourceBounds]) -> BoundStats {
+    let mut stats = BoundStats {
+        m2: serde_json::Map::new(),
+        scales: serde_json::Map::new(),
+        units: serde_json::Map::new(),
+    };
     for b in bounds {
-        m2.insert(b.source.as_str().into(), json!(b.m2));
-        scales.insert(b.source.as_str().into(), json!(b.scale));
+        let name = b.source.as_str().to_string();
+        stats.m2.insert(name.clone(), json!(b.m2));
+        stats.scales.insert(name.clone(), json!(b.scale));
+        stats.units.insert(name, json!(b.unit));
     }
-    (m2, scales)
+    stats
 }
 
 /// The error when no pair has every used margin finite.
@@ -121,7 +173,7 @@ fn score_rows(
         let mut tie = 0.0;
         let mut eligible = true;
         for b in bounds {
-            let m = b.margins[row];
+            let m = b.margins[row] / b.unit;
             match margin_probability(m, m1, b.m2) {
                 Some(p) => {
                     logit += clipped_logit(p);
@@ -203,9 +255,27 @@ mod tests {
         SourceBounds {
             source,
             margins,
+            unit: 1.0,
             m2,
             scale: m2,
         }
+    }
+
+    #[test]
+    fn the_auto_unit_by_hand() {
+        // |m| = 0, 0.5, 1, …, 4.5: q90 at position 8.1 = 4.05 ≥ 4, so whole units stay.
+        let wide: Vec<f64> = (0..10).map(|i| -(i as f64) * 0.5).collect();
+        assert!((abs_quantile(&wide, 0.9).unwrap() - 4.05).abs() < 1e-12);
+        assert_eq!(margin_unit(&wide, MarginScale::Auto), 1.0);
+        // A tenth of that: q90 = 0.405, so the unit is 0.405 / 4.
+        let narrow: Vec<f64> = wide.iter().map(|m| m / 10.0).collect();
+        let unit = margin_unit(&narrow, MarginScale::Auto);
+        assert!((unit - 0.405 / 4.0).abs() < 1e-12, "{unit}");
+        assert_eq!(margin_unit(&narrow, MarginScale::Paper), 1.0);
+        // Non-finite margins are left out; all zero or none finite keeps the unit 1.
+        assert_eq!(margin_unit(&[0.0, 0.0, f64::NAN], MarginScale::Auto), 1.0);
+        assert_eq!(margin_unit(&[f64::NAN], MarginScale::Auto), 1.0);
+        assert_eq!(abs_quantile(&[f64::INFINITY, 2.0], 0.9), Some(2.0));
     }
 
     #[test]
