@@ -51,7 +51,7 @@ pub fn register_model_stages(registry: &mut StageRegistry) {
 }
 
 /// The trainer's error as the pipeline's, keeping its text and whether the data is at fault.
-fn to_pipeline(error: Error) -> prefsmith_pipeline::Error {
+pub(crate) fn to_pipeline(error: Error) -> prefsmith_pipeline::Error {
     match error {
         Error::Pipeline(e) => e,
         other => prefsmith_pipeline::Error::Stage {

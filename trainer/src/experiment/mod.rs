@@ -460,7 +460,7 @@ impl ExperimentConfig {
                     run.label
                 ));
             }
-            if slug(&run.slug).is_empty() {
+            if run.slug.is_empty() {
                 return bad(format!(
                     "arm '{}': the name needs a letter or digit",
                     run.label

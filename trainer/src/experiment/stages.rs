@@ -24,6 +24,7 @@ use super::task::{
     NoisyReward, TASK_VERSION, TaskShape, answer_of, gold_reward, looks_degenerate, pair_flipped,
 };
 use crate::error::{Error, Result};
+use crate::job::to_pipeline;
 use crate::stages::{StageOutput, Table, string_list};
 
 /// The settings of a task stage: its config and [`TASK_VERSION`].
@@ -32,16 +33,6 @@ fn versioned<'a>(
 ) -> BoxFuture<'a, prefsmith_pipeline::Result<serde_json::Value>> {
     let value = json!([config, TASK_VERSION]);
     Box::pin(std::future::ready(Ok(value)))
-}
-
-fn to_pipeline(error: Error) -> prefsmith_pipeline::Error {
-    match error {
-        Error::Pipeline(e) => e,
-        other => prefsmith_pipeline::Error::Stage {
-            data_problem: other.is_data_problem(),
-            error: Box::new(other),
-        },
-    }
 }
 
 /// Settings of `task-prompts`.

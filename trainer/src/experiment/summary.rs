@@ -13,7 +13,7 @@ use std::time::Instant;
 use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use futures::future::BoxFuture;
-use prefsmith_pipeline::manifest::{MANIFEST_FILE, Manifest};
+use prefsmith_pipeline::manifest::Manifest;
 use prefsmith_pipeline::reader::string_at;
 use prefsmith_pipeline::stage::{Stage, StageContext};
 use prefsmith_pipeline::stages::now_unix;
@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{Error, Result};
+use crate::job::to_pipeline;
 use crate::stages::{StageOutput, Table};
 
 /// Settings of `experiment-summary`.
@@ -145,13 +146,19 @@ async fn gold_by_prompt(spec: &str) -> Result<Vec<(String, Vec<f64>)>> {
         .collect()
 }
 
+/// Gold rewards by prompt id.
+type GoldTable = std::collections::HashMap<String, Vec<f64>>;
+
 /// One run's figures: mean gold reward, win rate against the baseline, the baseline's mean.
-pub async fn evaluate(eval: &str, baseline: &str) -> Result<(f64, f64, f64)> {
-    let policy = gold_by_prompt(eval).await?;
-    let start = gold_by_prompt(baseline).await?;
-    let start: std::collections::HashMap<_, _> = start.into_iter().collect();
+/// `start` is the baseline table `baseline` names, read once per seed by the caller.
+fn evaluate(
+    eval: &str,
+    policy: &[(String, Vec<f64>)],
+    baseline: &str,
+    start: &GoldTable,
+) -> Result<(f64, f64, f64)> {
     let (mut gold, mut base, mut wins, mut count) = (0.0, 0.0, 0.0, 0usize);
-    for (id, samples) in &policy {
+    for (id, samples) in policy {
         let reference = start.get(id).ok_or_else(|| {
             Error::Input(format!(
                 "{eval}: prompt {id} is not in the baseline {baseline}"
@@ -210,7 +217,7 @@ impl Stage for SummaryConfig {
                     hashes.push(manifest.map(|m| m.config_hash));
                 }
             }
-            Ok(json!([self, hashes, MANIFEST_FILE]))
+            Ok(json!([self, hashes]))
         })
     }
     fn run<'a>(
@@ -220,13 +227,7 @@ impl Stage for SummaryConfig {
         Box::pin(async move {
             summarise(self, ctx.output, ctx.hash)
                 .await
-                .map_err(|e| match e {
-                    Error::Pipeline(e) => e,
-                    other => prefsmith_pipeline::Error::Stage {
-                        data_problem: other.is_data_problem(),
-                        error: Box::new(other),
-                    },
-                })
+                .map_err(to_pipeline)
         })
     }
 }
@@ -238,10 +239,18 @@ async fn summarise(config: &SummaryConfig, output: &str, hash: &str) -> Result<M
     let (mut gold_col, mut win_col, mut base_col) = (vec![], vec![], vec![]);
     let mut arms = Vec::new();
     let mut baselines: std::collections::BTreeMap<u64, f64> = Default::default();
+    // Every arm of a seed shares its baseline: each baseline table is read once.
+    let mut starts: std::collections::HashMap<String, GoldTable> = Default::default();
     for arm in &config.arms {
         let (mut golds, mut winrates) = (vec![], vec![]);
         for run in &arm.runs {
-            let (gold, win, base) = evaluate(&run.eval, &run.baseline).await?;
+            if !starts.contains_key(&run.baseline) {
+                let table = gold_by_prompt(&run.baseline).await?.into_iter().collect();
+                starts.insert(run.baseline.clone(), table);
+            }
+            let policy = gold_by_prompt(&run.eval).await?;
+            let (gold, win, base) =
+                evaluate(&run.eval, &policy, &run.baseline, &starts[&run.baseline])?;
             baselines.insert(run.seed, base);
             arm_col.push(arm.name.clone());
             series_col.push(arm.series.clone());

@@ -4,6 +4,7 @@
 //! `_manifest.json` last). [`pairs`] and [`score_cache`] hold what `score` shares with
 //! training: the sides of a pair row, the truncation rule, and the cache of sequence scores.
 
+pub mod faults;
 pub mod pairs;
 pub mod reward;
 pub mod sample;

@@ -25,7 +25,7 @@ use serde_json::json;
 use tracing::info;
 
 use crate::error::{Error, Result};
-use crate::experiment::task::degenerate_draw;
+use crate::stages::faults::degenerate_draw;
 use crate::stages::{StageOutput, Table, prompt_messages, stable_hash64};
 
 /// Settings of the `sample` stage.
