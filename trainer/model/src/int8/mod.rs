@@ -559,15 +559,18 @@ impl Int8Llama {
         let jobs: Vec<(usize, usize)> = (0..cache.rows)
             .flat_map(|r| (0..c.num_key_value_heads).map(move |g| (r, g)))
             .collect();
-        let results: Vec<Vec<f32>> = jobs
-            .par_iter()
-            .map(|&(r, g)| {
-                let queries =
-                    &qkv[r * row_width + g * group * d..r * row_width + (g + 1) * group * d];
-                let (keys, values) = cache.head(layer, r, g);
-                simd::cached_attention(queries, keys, values, cache.capacity, visible, d)
-            })
-            .collect();
+        let job = |&(r, g): &(usize, usize)| {
+            let queries = &qkv[r * row_width + g * group * d..r * row_width + (g + 1) * group * d];
+            let (keys, values) = cache.head(layer, r, g);
+            simd::cached_attention(queries, keys, values, cache.capacity, visible, d)
+        };
+        // One token's attention over a short cache is less work than handing it to another
+        // thread; the results are the same either way.
+        let results: Vec<Vec<f32>> = if jobs.len() * visible < 4096 {
+            jobs.iter().map(job).collect()
+        } else {
+            jobs.par_iter().map(job).collect()
+        };
         for (&(r, g), values) in jobs.iter().zip(&results) {
             out[r * q_width + g * group * d..r * q_width + (g + 1) * group * d]
                 .copy_from_slice(values);

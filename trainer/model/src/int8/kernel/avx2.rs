@@ -12,6 +12,9 @@
 //! A tile's rows run two at a time (AVX2 has sixteen vector registers, not thirty-two); the
 //! panel's weights for one block stay in L1 meanwhile.
 
+// The lane-group and row indices address the weights, the scales and the totals at once.
+#![allow(clippy::needless_range_loop)]
+
 use std::arch::x86_64::*;
 
 use super::{

@@ -306,29 +306,36 @@ impl PackedWeights {
         let out_ptr = OutPtr(out.as_mut_ptr());
         // Each task owns a set of panels, i.e. a disjoint set of output columns; the rows are
         // cut into tiles inside it so a panel's weights stay in cache across all rows.
-        (0..panels).into_par_iter().for_each(|panel| {
-            let mut row = 0;
-            while row < x.rows {
-                let tile = TILE_ROWS.min(x.rows - row);
-                let cols = PANEL.min(self.rows - panel * PANEL);
-                let mut tile_out = [[0.0f32; PANEL]; TILE_ROWS];
-                kernel.run(self, x, panel, row, tile, &mut tile_out);
-                for (r, values) in tile_out.iter().take(tile).enumerate() {
-                    let start = (row + r) * self.rows + panel * PANEL;
-                    // SAFETY: `start + cols <= out.len()` (row < x.rows, column < self.rows),
-                    // and the columns `panel * PANEL ..+ cols` belong to this task alone, so
-                    // no two tasks write the same element and `out` outlives the loop.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            values.as_ptr(),
-                            out_ptr.get().add(start),
-                            cols,
-                        );
+        // One contiguous run of panels per thread, not rayon's default splitting: at one row
+        // (batch-1 decoding) a panel is a few microseconds of work, and each further split
+        // is a task hand-off that costs about as much.
+        let per_thread = panels.div_ceil(rayon::current_num_threads());
+        (0..panels)
+            .into_par_iter()
+            .with_min_len(per_thread)
+            .for_each(|panel| {
+                let mut row = 0;
+                while row < x.rows {
+                    let tile = TILE_ROWS.min(x.rows - row);
+                    let cols = PANEL.min(self.rows - panel * PANEL);
+                    let mut tile_out = [[0.0f32; PANEL]; TILE_ROWS];
+                    kernel.run(self, x, panel, row, tile, &mut tile_out);
+                    for (r, values) in tile_out.iter().take(tile).enumerate() {
+                        let start = (row + r) * self.rows + panel * PANEL;
+                        // SAFETY: `start + cols <= out.len()` (row < x.rows, column < self.rows),
+                        // and the columns `panel * PANEL ..+ cols` belong to this task alone, so
+                        // no two tasks write the same element and `out` outlives the loop.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                values.as_ptr(),
+                                out_ptr.get().add(start),
+                                cols,
+                            );
+                        }
                     }
+                    row += tile;
                 }
-                row += tile;
-            }
-        });
+            });
     }
 }
 
