@@ -3,6 +3,8 @@
 # 512-token sequence (log-probs at every position) and generating 64 tokens with 1 and with 8
 # samples decoding together, prefsmith (burn, flex CPU backend) vs llama.cpp
 # (llama-cpp-python 0.3.36, same GGUF, same thread count), in one run, ratio printed.
+# Extra arguments go to prefsmith's side (`--precisions int8`); PREFSMITH_CPU_KERNEL=avx2 or
+# =portable measures the int8 engine's other kernels on the same CPU (the kernel is printed).
 # Run it on an otherwise idle machine (llama.cpp's OpenMP threads collapse under contention).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +19,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 ours="$(RAYON_NUM_THREADS="$threads" "$CARGO_TARGET_DIR/debug/examples/bench_model" "$model" --runs 5 "$@")"
 peer="$("$venv/bin/python" benches/llamacpp_peer.py --model "$model" --threads "$threads")"
+echo "kernel: ${PREFSMITH_CPU_KERNEL:-fastest this CPU runs}"
 echo "$ours"
 echo "$peer"
 python3 - "$ours" "$peer" <<'PY'
@@ -28,12 +31,14 @@ def find(d, *keys):
             return d[k]
     raise KeyError(keys)
 for label, a, b in [
-    ("scoring 512, f32", ours["scoring_tok_s"], find(peer, "score_tok_s", "scoring_tok_s")),
-    ("scoring 512, int8", ours["scoring_int8_tok_s"], find(peer, "score_tok_s", "scoring_tok_s")),
-    ("generation batch 1, f32", ours["gen_batch1_tok_s"], find(peer, "gen_b1_tok_s", "gen_batch1_tok_s")),
-    ("generation batch 1, int8", ours["gen_batch1_int8_tok_s"], find(peer, "gen_b1_tok_s", "gen_batch1_tok_s")),
-    ("generation batch 8, f32", ours["gen_batch8_tok_s"], find(peer, "gen_b8_tok_s", "gen_batch8_tok_s")),
-    ("generation batch 8, int8", ours["gen_batch8_int8_tok_s"], find(peer, "gen_b8_tok_s", "gen_batch8_tok_s")),
+    ("scoring 512, f32", ours.get("scoring_tok_s"), find(peer, "score_tok_s", "scoring_tok_s")),
+    ("scoring 512, int8", ours.get("scoring_int8_tok_s"), find(peer, "score_tok_s", "scoring_tok_s")),
+    ("generation batch 1, f32", ours.get("gen_batch1_tok_s"), find(peer, "gen_b1_tok_s", "gen_batch1_tok_s")),
+    ("generation batch 1, int8", ours.get("gen_batch1_int8_tok_s"), find(peer, "gen_b1_tok_s", "gen_batch1_tok_s")),
+    ("generation batch 8, f32", ours.get("gen_batch8_tok_s"), find(peer, "gen_b8_tok_s", "gen_batch8_tok_s")),
+    ("generation batch 8, int8", ours.get("gen_batch8_int8_tok_s"), find(peer, "gen_b8_tok_s", "gen_batch8_tok_s")),
 ]:
+    if a is None:
+        continue  # a precision this run left out (--precisions)
     print(f"{label:26s} prefsmith {a:8.1f} tok/s   llama.cpp {b:8.1f} tok/s   ratio {a / b:5.2f}x")
 PY

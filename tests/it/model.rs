@@ -731,3 +731,145 @@ fn int8_scoring_batches_exactly_and_stays_near_f32() {
         );
     }
 }
+
+/// Greedy tokens and each step's logits from the int8 engine `model` after `prompt`; with
+/// `forced`, those tokens are fed instead of the argmax (to compare two engines step by step).
+fn int8_greedy(
+    model: &prefsmith_model::int8::Int8Llama,
+    prompt: &[u32],
+    new: usize,
+    forced: Option<&[u32]>,
+) -> (Vec<u32>, Vec<Vec<f32>>) {
+    let mut cache = model.new_cache(prompt.len() + new);
+    let mut logits = vec![model.prefill(prompt, &mut cache).unwrap()];
+    let mut tokens = Vec::new();
+    for step in 0..new {
+        let last = logits.last().unwrap();
+        let best = (0..last.len()).fold(0, |b, i| if last[i] > last[b] { i } else { b }) as u32;
+        tokens.push(best);
+        let next = forced.map_or(best, |f| f[step]);
+        logits.push(model.decode(&[next], &mut cache).unwrap().remove(0));
+    }
+    (tokens, logits)
+}
+
+#[test]
+fn four_bit_blocks_hold_the_q4_1_model_and_decode_like_the_8_bit_engine() {
+    use prefsmith_model::int8::Int8Llama;
+    use prefsmith_model::int8::kernel::WeightFormat;
+    let lm = smollm2();
+    let four = lm.int8().unwrap();
+    // Every projection of the Q4_1 file is on its 4-bit grid; the head (the tied Q8_0 token
+    // embedding) is not, and stays 8-bit. A token reads 96 MiB instead of 160.
+    let (nibbles, matrices, bytes) = four.weight_summary();
+    assert_eq!((nibbles, matrices), (4 * 30, 4 * 30 + 1));
+    let eight = Int8Llama::from_model_with(&lm.model, &[WeightFormat::Bytes]).unwrap();
+    let (_, _, eight_bytes) = eight.weight_summary();
+    assert!(
+        bytes * 10 < eight_bytes * 7,
+        "4-bit {bytes} B vs 8-bit {eight_bytes} B"
+    );
+    // Both hold the file's weights (bytes as 17 · q₄ with an f32-rounded scale and minimum).
+    // The f32 rounding is far below the 8-bit activation rounding, but it flips some of those
+    // roundings, so the two engines differ by about as much as either differs from f32. They
+    // are held to int8's documented bound (0.05 nats per token, as against llama.cpp), fed
+    // the same greedy tokens, and must pick the same next token wherever one is clearly first.
+    let prompt = lm
+        .prompt_ids(&user("Tell me a long story about a lighthouse keeper."))
+        .unwrap();
+    let new = 48;
+    let (tokens_four, logits_four) = int8_greedy(four, &prompt, new, None);
+    let (tokens_eight, logits_eight) = int8_greedy(&eight, &prompt, new, Some(&tokens_four));
+    let logp = |logits: &[Vec<f32>]| -> f64 {
+        (0..new)
+            .map(|t| {
+                let row = &logits[t];
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+                let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+                row[tokens_four[t] as usize] as f64 - max - sum.ln()
+            })
+            .sum()
+    };
+    let f32_prefill = next_token_logits(&lm, &prompt).unwrap();
+    let gap = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
+    };
+    eprintln!(
+        "4-bit vs 8-bit: {:.4} vs {:.4} nats over {new} tokens; first logits vs f32: {} and {}",
+        logp(&logits_four),
+        logp(&logits_eight),
+        gap(&logits_four[0], &f32_prefill),
+        gap(&logits_eight[0], &f32_prefill)
+    );
+    assert!((logp(&logits_four) - logp(&logits_eight)).abs() < 0.05 * new as f64);
+    let mut clear = 0;
+    for step in 0..new {
+        let mut sorted = logits_four[step].clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        if sorted[0] - sorted[1] > 2.0 * gap(&logits_four[step], &logits_eight[step]) {
+            clear += 1;
+            assert_eq!(tokens_four[step], tokens_eight[step], "step {step}");
+        }
+    }
+    assert!(
+        clear >= new / 4,
+        "only {clear} steps with a clear first token"
+    );
+}
+
+#[test]
+fn every_cpu_kernel_scores_alike_and_a_wrong_kernel_name_is_refused() {
+    // The kernel variable picks the product's code (portable, avx2, avx512-vnni), not its
+    // arithmetic: scores are byte-identical whichever of this CPU's kernels runs.
+    let dir = tempdir();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    ok(&prefsmith(&[
+        "synth",
+        "--prompts",
+        "2",
+        "--responses",
+        "2",
+        "--layout",
+        "wide",
+        "--response-bytes",
+        "40",
+        "--output",
+        &path("responses"),
+    ]));
+    let model = smollm2_path().display().to_string();
+    // `--no-cache`: every run computes its scores.
+    let score = |kernel: &str| {
+        let out = dir.path().join(format!("scores-{kernel}"));
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_prefsmith"))
+            .env("PREFSMITH_CPU_KERNEL", kernel)
+            .env(
+                "PREFSMITH_MODELS",
+                dir.path().join(format!("models-{kernel}")),
+            )
+            .args(["score", "--input", &path("responses"), "--output"])
+            .arg(&out)
+            .args(["--model", &model, "--role", "policy", "--precision", "int8"])
+            .arg("--no-cache")
+            .output()
+            .unwrap();
+        (out, output)
+    };
+    let mut tables = Vec::new();
+    for kernel in prefsmith_model::int8::kernel::Kernel::available() {
+        let (out, output) = score(kernel.name());
+        ok(&output);
+        assert_eq!(manifest(&out)["stats"]["from_cache"], false);
+        tables.push(std::fs::read(out.join("part-00000.parquet")).unwrap());
+    }
+    assert!(tables.windows(2).all(|w| w[0] == w[1]), "kernels disagree");
+    let (out, output) = score("avx1024");
+    let message = fails(&output, 1);
+    assert!(
+        message.contains("PREFSMITH_CPU_KERNEL") && message.contains("avx1024"),
+        "{message}"
+    );
+    assert!(!out.exists(), "nothing written");
+}

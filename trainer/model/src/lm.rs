@@ -169,7 +169,16 @@ impl LanguageModel {
         }
         let started = std::time::Instant::now();
         let model = crate::int8::Int8Llama::from_model(&self.model)?;
-        info!(model = %self.name, seconds = started.elapsed().as_secs_f64(), "weights quantized to int8");
+        let (nibbles, matrices, bytes) = model.weight_summary();
+        info!(
+            model = %self.name,
+            seconds = started.elapsed().as_secs_f64(),
+            four_bit_matrices = nibbles,
+            matrices,
+            mib = bytes as f64 / (1 << 20) as f64,
+            kernel = crate::int8::kernel::Kernel::configured().map_or("?", |k| k.name()),
+            "weights packed for the int8 engine (4-bit where exactly on a Q4_1 grid, else 8-bit)"
+        );
         Ok(self.int8.get_or_init(|| model))
     }
 

@@ -145,23 +145,25 @@ pub fn pick_token(logits: &[f32], temperature: f64, top_p: f64, rng: &mut Rng) -
         return argmax();
     }
     // Nucleus: the smallest set of most likely tokens holding `top_p` of the mass (ties by id).
-    // Usually a few dozen tokens hold it: look among the 64 most likely first and sort the
-    // whole vocabulary only when they do not suffice.
+    // Usually a few dozen or hundred tokens hold it: look among the 64, then 512, then 4096
+    // most likely (each an O(vocabulary) selection) and sort the whole vocabulary only when
+    // none suffices. The order is total (ties by id), so the set found, its order and the sums
+    // over it are those of the full sort.
     let by_weight = |a: &u32, b: &u32| {
         weights[*b as usize]
             .total_cmp(&weights[*a as usize])
             .then(a.cmp(b))
     };
     let mut order: Vec<u32> = (0..weights.len() as u32).collect();
-    const FIRST_LOOK: usize = 64;
-    if order.len() > FIRST_LOOK {
-        order.select_nth_unstable_by(FIRST_LOOK - 1, by_weight);
-        let head: f64 = order[..FIRST_LOOK]
-            .iter()
-            .map(|&i| weights[i as usize])
-            .sum();
+    for look in [64, 512, 4096] {
+        if order.len() <= look {
+            break;
+        }
+        order.select_nth_unstable_by(look - 1, by_weight);
+        let head: f64 = order[..look].iter().map(|&i| weights[i as usize]).sum();
         if head >= top_p * total {
-            order.truncate(FIRST_LOOK);
+            order.truncate(look);
+            break;
         }
     }
     order.sort_unstable_by(by_weight);
@@ -434,5 +436,57 @@ mod tests {
         let ones = draws.iter().filter(|&&t| t == 1).count() as f64 / 2000.0;
         let expected = 3f64.exp() / (3f64.exp() + 2.9f64.exp());
         assert!((ones - expected).abs() < 0.04, "{ones} vs {expected}");
+    }
+
+    /// The nucleus by sorting the whole vocabulary: what the staged selection must equal.
+    fn full_sort_pick(logits: &[f32], temperature: f64, top_p: f64, rng: &mut Rng) -> u32 {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let weights: Vec<f64> = logits
+            .iter()
+            .map(|&v| ((v as f64 - max) / temperature).exp())
+            .collect();
+        let total: f64 = weights.iter().sum();
+        let mut order: Vec<u32> = (0..weights.len() as u32).collect();
+        order.sort_by(|a, b| {
+            weights[*b as usize]
+                .total_cmp(&weights[*a as usize])
+                .then(a.cmp(b))
+        });
+        let (mut kept, mut cut) = (0.0, order.len());
+        for (k, &i) in order.iter().enumerate() {
+            kept += weights[i as usize];
+            if kept >= top_p * total {
+                cut = k + 1;
+                break;
+            }
+        }
+        let mut u = rng.uniform() * kept;
+        for &i in &order[..cut] {
+            u -= weights[i as usize];
+            if u < 0.0 {
+                return i;
+            }
+        }
+        order[cut - 1]
+    }
+
+    #[test]
+    fn staged_nucleus_equals_sorting_the_whole_vocabulary() {
+        // Flatter and flatter distributions over a SmolLM2-sized vocabulary, so the nucleus
+        // needs under 64, under 512, under 4096 and more tokens; repeated logits make ties.
+        for (case, spread) in [8.0f32, 2.0, 0.5, 0.05].into_iter().enumerate() {
+            let logits: Vec<f32> = crate::int8::kernel::tests::pseudo_random(49_152, case as u64)
+                .iter()
+                .map(|v| ((v * spread * 64.0).round() / 64.0).powi(3) * spread)
+                .collect();
+            for seed in 0..40 {
+                let (mut a, mut b) = (Rng::new(seed), Rng::new(seed));
+                assert_eq!(
+                    pick_token(&logits, 0.8, 0.95, &mut a),
+                    full_sort_pick(&logits, 0.8, 0.95, &mut b),
+                    "spread {spread}, seed {seed}"
+                );
+            }
+        }
     }
 }

@@ -27,7 +27,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::llama::{Llama, LlamaConfig};
 use crate::sequence::ScoreItem;
-use kernel::PackedWeights;
+use kernel::{Kernel, PackedWeights, WeightFormat};
 
 /// How the rows of one forward pass relate.
 enum Mode<'a> {
@@ -183,8 +183,28 @@ pub struct Int8Llama {
 }
 
 impl Int8Llama {
-    /// Quantizes `model`'s weights (read back from its device).
+    /// Quantizes `model`'s weights (read back from its device): each matrix as 4-bit nibbles
+    /// when it lies exactly on a 4-bit grid (a Q4_1 GGUF's matrices do), as bytes otherwise.
     pub fn from_model(model: &Llama) -> Result<Self> {
+        Self::from_model_with(model, &[WeightFormat::Nibbles, WeightFormat::Bytes])
+    }
+
+    /// [`Self::from_model`] trying only `formats`, in that order, per matrix (the last must
+    /// be [`WeightFormat::Bytes`], which takes any weights): `&[WeightFormat::Bytes]` is the
+    /// 8-bit engine even for a Q4_1 model.
+    pub fn from_model_with(model: &Llama, formats: &[WeightFormat]) -> Result<Self> {
+        assert_eq!(
+            formats.last(),
+            Some(&WeightFormat::Bytes),
+            "bytes comes last"
+        );
+        Kernel::configured().map_err(Error::Input)?;
+        let pack = |weights: &[f32], rows: usize, cols: usize| {
+            formats
+                .iter()
+                .find_map(|&format| PackedWeights::with_format(weights, rows, cols, format))
+                .expect("the bytes format takes any weights")
+        };
         let config = model.config().clone();
         let mut weights = model.to_weights()?;
         let (h, i) = (config.hidden_size, config.intermediate_size);
@@ -212,27 +232,23 @@ impl Int8Llama {
             gate_up.extend(take(&format!("{p}.mlp.up_proj.weight"), &[i, h])?);
             layers.push(Layer {
                 input_norm: take(&format!("{p}.input_layernorm.weight"), &[h])?,
-                qkv: PackedWeights::new(&stacked, q + 2 * kv, h),
+                qkv: pack(&stacked, q + 2 * kv, h),
                 qkv_bias,
-                o: PackedWeights::new(
+                o: pack(
                     &take(&format!("{p}.self_attn.o_proj.weight"), &[h, q])?,
                     h,
                     q,
                 ),
                 post_norm: take(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
-                gate_up: PackedWeights::new(&gate_up, 2 * i, h),
-                down: PackedWeights::new(
-                    &take(&format!("{p}.mlp.down_proj.weight"), &[h, i])?,
-                    h,
-                    i,
-                ),
+                gate_up: pack(&gate_up, 2 * i, h),
+                down: pack(&take(&format!("{p}.mlp.down_proj.weight"), &[h, i])?, h, i),
             });
         }
         let norm = take("model.norm.weight", &[h])?;
         let head = if config.tie_word_embeddings {
-            PackedWeights::new(&embed, config.vocab_size, h)
+            pack(&embed, config.vocab_size, h)
         } else {
-            PackedWeights::new(
+            pack(
                 &take("lm_head.weight", &[config.vocab_size, h])?,
                 config.vocab_size,
                 h,
@@ -248,6 +264,24 @@ impl Int8Llama {
             rope_cos,
             rope_sin,
         })
+    }
+
+    /// Every packed matrix: the layers' projections, then the head.
+    fn matrices(&self) -> impl Iterator<Item = &PackedWeights> {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
+            .chain([&self.head])
+    }
+
+    /// How the weights are held: `(matrices in nibbles, all matrices, bytes a token reads)`.
+    pub fn weight_summary(&self) -> (usize, usize, usize) {
+        let nibbles = self
+            .matrices()
+            .filter(|m| m.format() == WeightFormat::Nibbles)
+            .count();
+        let bytes = self.matrices().map(PackedWeights::size_bytes).sum();
+        (nibbles, self.matrices().count(), bytes)
     }
 
     /// Embeds `ids`, checking each is in the vocabulary.
@@ -525,15 +559,18 @@ impl Int8Llama {
         let jobs: Vec<(usize, usize)> = (0..cache.rows)
             .flat_map(|r| (0..c.num_key_value_heads).map(move |g| (r, g)))
             .collect();
-        let results: Vec<Vec<f32>> = jobs
-            .par_iter()
-            .map(|&(r, g)| {
-                let queries =
-                    &qkv[r * row_width + g * group * d..r * row_width + (g + 1) * group * d];
-                let (keys, values) = cache.head(layer, r, g);
-                simd::cached_attention(queries, keys, values, cache.capacity, visible, d)
-            })
-            .collect();
+        let job = |&(r, g): &(usize, usize)| {
+            let queries = &qkv[r * row_width + g * group * d..r * row_width + (g + 1) * group * d];
+            let (keys, values) = cache.head(layer, r, g);
+            simd::cached_attention(queries, keys, values, cache.capacity, visible, d)
+        };
+        // One token's attention over a short cache is less work than handing it to another
+        // thread; the results are the same either way.
+        let results: Vec<Vec<f32>> = if jobs.len() * visible < 4096 {
+            jobs.iter().map(job).collect()
+        } else {
+            jobs.par_iter().map(job).collect()
+        };
         for (&(r, g), values) in jobs.iter().zip(&results) {
             out[r * q_width + g * group * d..r * q_width + (g + 1) * group * d]
                 .copy_from_slice(values);
