@@ -5,9 +5,10 @@
 //! * Weights are stored per output row and block of inputs, asymmetrically: `w = d · q + m`.
 //!   Two formats ([`WeightFormat`]):
 //!   - **nibbles**, 4 bits per weight, `q ∈ 0..=15`, `d` and `m` in f16 per block of 32: GGUF's
-//!     Q4_1 block (Q4_0 too, with `m = −8d`). A matrix is stored so only when every one of its
-//!     blocks is *exactly* on such a grid (checked value by value at packing), so the product
-//!     multiplies the same weights as the f32 model. This is what a Q4_1 GGUF loads as, and it
+//!     Q4_1 block, levels 0 and 15 used (ggml's Q4_1 quantizer uses both in every block; a
+//!     Q4_0 block often lacks level 15, which keeps its matrix 8-bit). A matrix is stored so
+//!     only when every one of its blocks is *exactly* on such a grid (checked value by value
+//!     at packing), so the product multiplies the same weights as the f32 model. This is what a Q4_1 GGUF loads as, and it
 //!     halves the bytes a token must read from memory (batch-1 generation is bound by them).
 //!   - **bytes**, 8 bits per weight, `q ∈ 0..=255`, `d` and `m` in f32: any weights. Because
 //!     255 = 15 · 17, a Q4_1 block is still exact here too (`q = 17 · q₄`).
@@ -742,6 +743,19 @@ pub(crate) mod tests {
         let packed = PackedWeights::new(&w, n, k);
         let mut out = vec![0.0; m * n];
         packed.matmul(&packed.quantize_input(&x), &mut out);
+        assert_exact(&out, &x, &w, (m, n, k), 1e-5, "bytes");
+    }
+
+    /// Asserts that `out` (`[m, n]`) is `x · wᵀ` computed in f64, within `tolerance` of the
+    /// sum of the absolute products.
+    fn assert_exact(
+        out: &[f32],
+        x: &[f32],
+        w: &[f32],
+        (m, n, k): (usize, usize, usize),
+        tolerance: f64,
+        label: &str,
+    ) {
         for i in 0..m {
             for j in 0..n {
                 let exact: f64 = (0..k)
@@ -750,10 +764,10 @@ pub(crate) mod tests {
                 let scale: f64 = (0..k)
                     .map(|t| (x[i * k + t] * w[j * k + t]).abs() as f64)
                     .sum();
+                let got = out[i * n + j] as f64;
                 assert!(
-                    (out[i * n + j] as f64 - exact).abs() < 1e-5 * scale,
-                    "({i},{j}): {} vs {exact}",
-                    out[i * n + j]
+                    (got - exact).abs() < tolerance * scale,
+                    "{label} ({i},{j}): {got} vs {exact}"
                 );
             }
         }
@@ -836,25 +850,8 @@ pub(crate) mod tests {
         let (mut a, mut b) = (vec![0.0; m * n], vec![0.0; m * n]);
         nibbles.matmul(&nibbles.quantize_input(&x), &mut a);
         bytes.matmul(&bytes.quantize_input(&x), &mut b);
-        for i in 0..m {
-            for j in 0..n {
-                let exact: f64 = (0..k)
-                    .map(|t| x[i * k + t] as f64 * w[j * k + t] as f64)
-                    .sum();
-                let scale: f64 = (0..k)
-                    .map(|t| (x[i * k + t] * w[j * k + t]).abs() as f64)
-                    .sum();
-                let (a, b) = (a[i * n + j] as f64, b[i * n + j] as f64);
-                assert!(
-                    (a - exact).abs() < 1e-6 * scale,
-                    "nibbles ({i},{j}): {a} vs {exact}"
-                );
-                assert!(
-                    (b - exact).abs() < 1e-5 * scale,
-                    "bytes ({i},{j}): {b} vs {exact}"
-                );
-            }
-        }
+        assert_exact(&a, &x, &w, (m, n, k), 1e-6, "nibbles");
+        assert_exact(&b, &x, &w, (m, n, k), 1e-5, "bytes");
     }
 
     #[test]
