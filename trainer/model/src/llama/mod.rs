@@ -21,6 +21,8 @@ use burn::nn::{Embedding, Linear};
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::error::{Error, Result};
+use crate::gemm::MatmulPrecision;
+use crate::gemm::burn_ops::matmul;
 pub use crate::llama::config::{LlamaConfig, MAX_TABLE_POSITIONS};
 pub(crate) use crate::llama::layers::rotary_tables;
 pub use crate::llama::layers::{
@@ -42,6 +44,9 @@ pub struct Llama {
     inference_head: Option<Tensor<2>>,
     #[module(skip)]
     config: LlamaConfig,
+    /// The arithmetic of the linear layers' and the head's products on the CPU.
+    #[module(skip)]
+    matmul: MatmulPrecision,
 }
 
 impl Llama {
@@ -55,6 +60,17 @@ impl Llama {
             self.inference_head = Some(Tensor::from_data(transposed, &device));
         }
         self
+    }
+
+    /// The model with its linear layers' CPU products in `precision` ([`crate::gemm`]).
+    pub fn with_matmul_precision(mut self, precision: MatmulPrecision) -> Self {
+        self.matmul = precision;
+        self
+    }
+
+    /// The arithmetic of the linear layers' CPU products.
+    pub fn matmul_precision(&self) -> MatmulPrecision {
+        self.matmul
     }
 
     /// The configuration the model was built with.
@@ -89,9 +105,13 @@ impl Llama {
                 positions,
                 mask,
                 slot,
+                self.matmul,
             );
             x = x + attended;
-            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
+            x = x.clone()
+                + layer
+                    .mlp
+                    .forward(layer.post_attention_layernorm.forward(x), self.matmul);
         }
         self.norm.forward(x)
     }
@@ -99,9 +119,13 @@ impl Llama {
     /// Next-token logits `[rows, vocab]` for hidden states `[rows, hidden]`.
     pub fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
         match (&self.lm_head, &self.inference_head) {
-            (Some(head), _) => hidden.matmul(head.weight.val()),
-            (None, Some(transposed)) => hidden.matmul(transposed.clone()),
-            (None, None) => hidden.matmul(self.embed_tokens.weight.val().transpose()),
+            (Some(head), _) => matmul(hidden, head.weight.val(), self.matmul),
+            (None, Some(transposed)) => matmul(hidden, transposed.clone(), self.matmul),
+            (None, None) => matmul(
+                hidden,
+                self.embed_tokens.weight.val().transpose(),
+                self.matmul,
+            ),
         }
     }
 
