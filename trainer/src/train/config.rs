@@ -387,4 +387,23 @@ mod tests {
         let e = TrainConfig::parse(&text, "t.toml").unwrap_err().to_string();
         assert!(e.contains("dpoo"), "{e}");
     }
+
+    #[test]
+    fn the_matmul_precision_is_checked_against_the_device_and_the_cpu() {
+        let with = |line: &str| MINIMAL.replace("[data]", &format!("{line}\n[data]"));
+        let c = TrainConfig::parse(MINIMAL, "t.toml").unwrap();
+        assert_eq!(c.model.precision, MatmulPrecision::F32);
+        let e = TrainConfig::parse(&with("precision = \"fp8\""), "t.toml").unwrap_err();
+        assert!(e.to_string().contains("fp8"), "{e}");
+        let text = with("precision = \"bf16\"\ndevice = \"cuda\"");
+        let e = TrainConfig::parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("model.precision") && e.contains("cuda"), "{e}");
+        let bf16 = TrainConfig::parse(&with("precision = \"bf16\""), "t.toml");
+        if prefsmith_model::gemm::supports(MatmulPrecision::Bf16) {
+            assert_eq!(bf16.unwrap().model.precision, MatmulPrecision::Bf16);
+        } else {
+            let e = bf16.unwrap_err().to_string();
+            assert!(e.contains("AVX512_BF16"), "{e}");
+        }
+    }
 }

@@ -275,10 +275,22 @@ fn pack_a_f32(a: &MatRef<'_>, pc: usize, kc: usize, panels: usize) -> Vec<f32> {
         .par_chunks_mut(kc * MR)
         .enumerate()
         .for_each(|(r, panel)| {
-            for i in 0..MR.min(a.rows - r * MR) {
-                let row = r * MR + i;
+            let height = MR.min(a.rows - r * MR);
+            let first = a.offset + r * MR * a.row_stride + pc * a.col_stride;
+            if a.row_stride == 1 {
+                // A transposed activation (`Xᵀ` in `dW = Xᵀ · dY`): a panel's rows are
+                // neighbours, so each step of `k` is one contiguous copy.
                 for p in 0..kc {
-                    panel[p * MR + i] = a.at(row, pc + p);
+                    let start = first + p * a.col_stride;
+                    panel[p * MR..p * MR + height].copy_from_slice(&a.data[start..start + height]);
+                }
+            } else {
+                for i in 0..height {
+                    let start = first + i * a.row_stride;
+                    let row = &a.data[start..start + (kc - 1) * a.col_stride + 1];
+                    for (p, slot) in panel.iter_mut().skip(i).step_by(MR).take(kc).enumerate() {
+                        *slot = row[p * a.col_stride];
+                    }
                 }
             }
         });
@@ -318,9 +330,17 @@ fn pack_b_f32(
     packed
 }
 
-/// `x` rounded to bf16 (nearest, ties to even; NaN stays NaN).
+/// `x` rounded to bf16 (nearest, ties to even; NaN stays a quiet NaN), branch-free so the
+/// packing loops vectorise. Equal to `half::bf16::from_f32` (a test holds it).
+#[inline(always)]
 fn bf16_bits(x: f32) -> u32 {
-    u32::from(half::bf16::from_f32(x).to_bits())
+    let bits = x.to_bits();
+    let rounded = bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16;
+    if x.is_nan() {
+        (bits >> 16) | 0x40
+    } else {
+        rounded
+    }
 }
 
 /// Like [`pack_a_f32`] over pairs of `k`: panel `r`, pair `q`, row `i` at `(r · kp + q) · MR + i`
@@ -498,6 +518,41 @@ mod tests {
             let e = worst_error(&got, &exact, &a, &b);
             assert!(e < 2f64.powi(-7), "{m}x{k}x{n}: {e}");
         }
+    }
+
+    #[test]
+    fn bf16_rounding_equals_half_on_every_kind_of_value() {
+        let special = [
+            0.0,
+            -0.0,
+            1.0,
+            f32::MAX,
+            f32::MIN_POSITIVE,
+            1e-40,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ];
+        // Ties (the low 16 bits exactly 0x8000) on both parities, and their neighbours.
+        let ties = [
+            0x3F80_8000u32,
+            0x3F81_8000,
+            0x3F80_7FFF,
+            0x3F80_8001,
+            0x7F7F_8000,
+        ]
+        .map(f32::from_bits);
+        for x in special
+            .into_iter()
+            .chain(ties)
+            .chain(values(10_000, 3).into_iter().map(|v| v * 1e3))
+        {
+            assert_eq!(
+                bf16_bits(x),
+                u32::from(half::bf16::from_f32(x).to_bits()),
+                "{x:e}"
+            );
+        }
+        assert!(half::bf16::from_bits(bf16_bits(f32::NAN) as u16).is_nan());
     }
 
     #[test]
