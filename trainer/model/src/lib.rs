@@ -9,6 +9,7 @@
 
 pub mod device;
 pub mod error;
+pub mod gemm;
 pub mod gguf;
 pub mod int8;
 pub mod llama;

@@ -27,6 +27,8 @@ use prefsmith_pipeline::formats::InputFormat;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use prefsmith_model::gemm::MatmulPrecision;
+
 use crate::losses::{LossKind, LossMix, LossParams};
 use crate::stages::pairs::Truncation;
 use crate::train::optim::OptimSettings;
@@ -64,6 +66,10 @@ pub struct ModelSection {
     /// Token budget per forward pass when computing reference log-probs. Default 4096.
     #[serde(default = "prefsmith_model::settings::default_batch_tokens")]
     pub max_batch_tokens: usize,
+    /// The policy's matrix products on the CPU: `f32` (default) or `bf16` (inputs rounded to
+    /// bf16, exact products, f32 sums; needs AVX512_BF16). Everything else stays f32.
+    #[serde(default)]
+    pub precision: MatmulPrecision,
 }
 
 impl ModelSection {
@@ -300,10 +306,26 @@ impl TrainConfig {
         if self.model.max_batch_tokens == 0 {
             return bad("model.max-batch-tokens", "must be at least 1");
         }
-        self.model
+        let device = self
+            .model
             .device
             .parse::<prefsmith_model::DeviceSpec>()
             .map_err(|e| Error::Config(format!("model.device: {e}")))?;
+        if self.model.precision == MatmulPrecision::Bf16 {
+            if device != prefsmith_model::DeviceSpec::Cpu {
+                let why = format!(
+                    "\"bf16\" is the CPU kernel's precision; on model.device = \"{device}\" \
+                     use \"f32\""
+                );
+                return bad("model.precision", &why);
+            }
+            if !prefsmith_model::gemm::supports(MatmulPrecision::Bf16) {
+                return bad(
+                    "model.precision",
+                    "\"bf16\" needs a CPU with AVX512_BF16, which this one lacks; use \"f32\"",
+                );
+            }
+        }
         Ok(())
     }
 
@@ -364,5 +386,24 @@ mod tests {
         let text = format!("{MINIMAL}\n[loss]\ntypes = [\"dpoo\"]");
         let e = TrainConfig::parse(&text, "t.toml").unwrap_err().to_string();
         assert!(e.contains("dpoo"), "{e}");
+    }
+
+    #[test]
+    fn the_matmul_precision_is_checked_against_the_device_and_the_cpu() {
+        let with = |line: &str| MINIMAL.replace("[data]", &format!("{line}\n[data]"));
+        let c = TrainConfig::parse(MINIMAL, "t.toml").unwrap();
+        assert_eq!(c.model.precision, MatmulPrecision::F32);
+        let e = TrainConfig::parse(&with("precision = \"fp8\""), "t.toml").unwrap_err();
+        assert!(e.to_string().contains("fp8"), "{e}");
+        let text = with("precision = \"bf16\"\ndevice = \"cuda\"");
+        let e = TrainConfig::parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("model.precision") && e.contains("cuda"), "{e}");
+        let bf16 = TrainConfig::parse(&with("precision = \"bf16\""), "t.toml");
+        if prefsmith_model::gemm::supports(MatmulPrecision::Bf16) {
+            assert_eq!(bf16.unwrap().model.precision, MatmulPrecision::Bf16);
+        } else {
+            let e = bf16.unwrap_err().to_string();
+            assert!(e.contains("AVX512_BF16"), "{e}");
+        }
     }
 }

@@ -360,7 +360,8 @@ async fn prepare(config: &TrainConfig, device: &Device, train_device: &Device) -
         .model
         .settings(&config.model.model)
         .resolved_model()?;
-    let lm = LanguageModel::load_for_training(&spec, train_device)?;
+    let mut lm = LanguageModel::load_for_training(&spec, train_device)?;
+    lm.model = lm.model.with_matmul_precision(config.model.precision);
     let mix = config.loss_mix()?;
     let mut data = data::load_pairs(&config.data, &lm, mix.uses_rating(), config.run.seed).await?;
     let limit = lm.context_length();

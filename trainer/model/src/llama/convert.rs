@@ -7,6 +7,7 @@ use burn::nn::{Embedding, Linear};
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::gemm::MatmulPrecision;
 use crate::llama::Llama;
 use crate::llama::config::LlamaConfig;
 use crate::llama::layers::{Attention, DecoderLayer, Mlp, RmsNorm, Rope};
@@ -176,6 +177,7 @@ impl Llama {
             rope: Rope::new(config, device),
             inference_head: None,
             config: config.clone(),
+            matmul: MatmulPrecision::F32,
         })
     }
 

@@ -8,6 +8,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
+use crate::gemm::{self, MatmulPrecision};
 use crate::llama::config::LlamaConfig;
 
 /// RMSNorm: `x / sqrt(mean(x²) + eps) * weight`.
@@ -33,10 +34,10 @@ impl RmsNorm {
 }
 
 /// `x · W (+ b)` for `x` of shape `[batch, time, in]`, as one 2-D matrix product (faster than
-/// a broadcast batched product on the CPU backend).
-fn linear(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
+/// a broadcast batched product on the CPU backend), on prefsmith's CPU kernel where it runs.
+fn linear(layer: &Linear, x: Tensor<3>, precision: MatmulPrecision) -> Tensor<3> {
     let [b, t, d] = x.dims();
-    let out = x.reshape([b * t, d]).matmul(layer.weight.val());
+    let out = gemm::burn_ops::matmul(x.reshape([b * t, d]), layer.weight.val(), precision);
     let out = match &layer.bias {
         Some(bias) => out + bias.val().unsqueeze::<2>(),
         None => out,
@@ -189,19 +190,20 @@ impl Attention {
         positions: &Positions,
         mask: &AttentionMask,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+        precision: MatmulPrecision,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let split =
             |y: Tensor<3>, heads: usize| y.reshape([b, t, heads, self.head_dim]).swap_dims(1, 2);
         let q = rope.apply(
-            split(linear(&self.q_proj, x.clone()), self.heads),
+            split(linear(&self.q_proj, x.clone(), precision), self.heads),
             positions,
         );
         let mut k = rope.apply(
-            split(linear(&self.k_proj, x.clone()), self.kv_heads),
+            split(linear(&self.k_proj, x.clone(), precision), self.kv_heads),
             positions,
         );
-        let mut v = split(linear(&self.v_proj, x), self.kv_heads);
+        let mut v = split(linear(&self.v_proj, x, precision), self.kv_heads);
         let mut cached = 0;
         if let Some(slot) = cache {
             if let Some((old_k, old_v)) = slot.take() {
@@ -242,7 +244,7 @@ impl Attention {
         let out = out
             .swap_dims(1, 2)
             .reshape([b, t, self.heads * self.head_dim]);
-        linear(&self.o_proj, out)
+        linear(&self.o_proj, out, precision)
     }
 }
 
@@ -266,9 +268,13 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub(super) fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(linear(&self.gate_proj, x.clone()));
-        linear(&self.down_proj, gate * linear(&self.up_proj, x))
+    pub(super) fn forward(&self, x: Tensor<3>, precision: MatmulPrecision) -> Tensor<3> {
+        let gate = silu(linear(&self.gate_proj, x.clone(), precision));
+        linear(
+            &self.down_proj,
+            gate * linear(&self.up_proj, x, precision),
+            precision,
+        )
     }
 }
 
