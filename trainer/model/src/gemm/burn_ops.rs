@@ -184,6 +184,20 @@ mod tests {
             (y.inner(), x.grad(&grads).unwrap(), w.grad(&grads).unwrap())
         };
         let (ours, burn) = (run(true), run(false));
+        // The forward product is the kernel's own, bit for bit: the tensors took its path.
+        let raw =
+            |t: &Tensor<2>| -> Vec<f32> { t.clone().inner().into_data().try_to_vec().unwrap() };
+        let (xs, ws) = (raw(&x), raw(&w));
+        let w_view = if transposed_w {
+            MatRef::row_major(&ws, n, k).unwrap().t()
+        } else {
+            MatRef::row_major(&ws, k, n).unwrap()
+        };
+        let kernel = super::super::matmul(MatRef::row_major(&xs, m, k).unwrap(), w_view, precision);
+        assert_eq!(
+            ours.0.clone().into_data().try_to_vec::<f32>().unwrap(),
+            kernel
+        );
         [
             (ours.0, burn.0),
             (Tensor::from_inner(ours.1), Tensor::from_inner(burn.1)),
@@ -219,20 +233,30 @@ mod tests {
     #[test]
     fn inference_tensors_take_the_kernel_and_agree_with_burn() {
         let device = Device::flex();
-        let x = Tensor::<2>::random([20, 64], Distribution::Default, &device);
-        let w = Tensor::<2>::random([64, 40], Distribution::Default, &device);
+        let x = Tensor::<2>::random([20, 300], Distribution::Default, &device);
+        let w = Tensor::<2>::random([300, 40], Distribution::Default, &device);
         let want = x.clone().matmul(w.clone());
-        close(
-            matmul(x.clone(), w.clone(), MatmulPrecision::F32),
-            want.clone(),
-            1e-6,
-        );
+        let got = matmul(x.clone(), w.clone(), MatmulPrecision::F32);
+        if supports(MatmulPrecision::F32) {
+            // The kernel's own bits: the tensors took its path.
+            let (xs, ws): (Vec<f32>, Vec<f32>) = (
+                x.clone().into_data().try_to_vec().unwrap(),
+                w.clone().into_data().try_to_vec().unwrap(),
+            );
+            let kernel = super::super::matmul(
+                MatRef::row_major(&xs, 20, 300).unwrap(),
+                MatRef::row_major(&ws, 300, 40).unwrap(),
+                MatmulPrecision::F32,
+            );
+            assert_eq!(got.clone().into_data().try_to_vec::<f32>().unwrap(), kernel);
+        }
+        close(got, want.clone(), 1e-5);
         // One row goes to burn's product: the same values.
         let row = x.narrow(0, 3, 1);
         close(
             matmul(row.clone(), w.clone(), MatmulPrecision::F32),
             row.matmul(w),
-            1e-6,
+            1e-5,
         );
     }
 }

@@ -160,13 +160,15 @@ pub fn matmul(a: MatRef<'_>, b: MatRef<'_>, precision: MatmulPrecision) -> Vec<f
         "this CPU lacks the {precision} matmul kernel"
     );
     let (m, n, k) = (a.rows, b.cols, a.cols);
-    let mut c = vec![0f32; m * n];
     if m == 0 || n == 0 || k == 0 {
-        return c;
+        return vec![0f32; m * n];
     }
+    // Not zeroed: the first block of `k` writes every element before any block reads one.
+    let mut c: Vec<f32> = Vec::with_capacity(m * n);
     let out = SharedOut(c.as_mut_ptr());
     let a_panels = m.div_ceil(MR);
     // bf16 pairs neighbouring values of `k`, so `k` blocks start at even offsets.
+    const _: () = assert!(KC % 2 == 0, "bf16 pairs need even block starts");
     let mut k_blocks = Vec::new();
     let mut start = 0;
     while start < k {
@@ -223,6 +225,9 @@ pub fn matmul(a: MatRef<'_>, b: MatRef<'_>, precision: MatmulPrecision) -> Vec<f
                 });
         }
     }
+    // SAFETY: the tiles of the first block of `k` cover every row `< m` and column `< n`, and
+    // each wrote its elements (overwriting, `accumulate` false), so all `m · n` are set.
+    unsafe { c.set_len(m * n) };
     c
 }
 
@@ -419,6 +424,37 @@ mod tests {
             .collect()
     }
 
+    /// The row-major `cols × rows` transpose of a row-major `rows × cols` matrix.
+    fn transposed(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        (0..cols)
+            .flat_map(|j| (0..rows).map(move |i| data[i * cols + j]))
+            .collect()
+    }
+
+    /// `a · b` through the kernel with each input stored as given and stored transposed (read
+    /// through its strides): all four layouts must give the same bits.
+    fn in_every_layout(
+        a_data: &[f32],
+        b_data: &[f32],
+        (m, n, k): (usize, usize, usize),
+        precision: MatmulPrecision,
+    ) -> Vec<f32> {
+        let (at_data, bt_data) = (transposed(a_data, m, k), transposed(b_data, k, n));
+        let a = MatRef::row_major(a_data, m, k).unwrap();
+        let b = MatRef::row_major(b_data, k, n).unwrap();
+        let a_t = MatRef::row_major(&at_data, k, m).unwrap().t();
+        let b_t = MatRef::row_major(&bt_data, n, k).unwrap().t();
+        let first = matmul(a, b, precision);
+        for (x, y) in [(a_t, b), (a, b_t), (a_t, b_t)] {
+            assert_eq!(
+                matmul(x, y, precision),
+                first,
+                "{m}x{k}x{n} {precision} strided"
+            );
+        }
+        first
+    }
+
     /// The product in f64 of the inputs as `round` leaves them.
     fn reference(a: &MatRef<'_>, b: &MatRef<'_>, round: impl Fn(f32) -> f32) -> Vec<f64> {
         let mut c = vec![0f64; a.rows * b.cols];
@@ -474,27 +510,9 @@ mod tests {
             let b_data = values(k * n, 100 + s as u64);
             let a = MatRef::row_major(&a_data, m, k).unwrap();
             let b = MatRef::row_major(&b_data, k, n).unwrap();
-            // The same matrices stored transposed, read through their strides.
-            let at_data: Vec<f32> = (0..k)
-                .flat_map(|p| (0..m).map(move |i| (p, i)))
-                .map(|(p, i)| a_data[i * k + p])
-                .collect();
-            let bt_data: Vec<f32> = (0..n)
-                .flat_map(|j| (0..k).map(move |p| (j, p)))
-                .map(|(j, p)| b_data[p * n + j])
-                .collect();
-            let a_t = MatRef::row_major(&at_data, k, m).unwrap().t();
-            let b_t = MatRef::row_major(&bt_data, n, k).unwrap().t();
+            let got = in_every_layout(&a_data, &b_data, (m, n, k), MatmulPrecision::F32);
             let want = reference(&a, &b, |x| x);
-            let first = matmul(a, b, MatmulPrecision::F32);
-            assert!(worst_error(&first, &want, &a, &b) < 1e-6, "{m}x{k}x{n}");
-            for (x, y) in [(a_t, b), (a, b_t), (a_t, b_t)] {
-                assert_eq!(
-                    matmul(x, y, MatmulPrecision::F32),
-                    first,
-                    "{m}x{k}x{n} strided"
-                );
-            }
+            assert!(worst_error(&got, &want, &a, &b) < 1e-6, "{m}x{k}x{n}");
         }
     }
 
@@ -509,7 +527,7 @@ mod tests {
             let b_data = values(k * n, 70 + s as u64);
             let a = MatRef::row_major(&a_data, m, k).unwrap();
             let b = MatRef::row_major(&b_data, k, n).unwrap();
-            let got = matmul(a, b, MatmulPrecision::Bf16);
+            let got = in_every_layout(&a_data, &b_data, (m, n, k), MatmulPrecision::Bf16);
             // Against the rounded inputs: only f32 summation error remains.
             let rounded = reference(&a, &b, to_bf16);
             assert!(worst_error(&got, &rounded, &a, &b) < 1e-6, "{m}x{k}x{n}");
