@@ -168,7 +168,7 @@ pub fn matmul(a: MatRef<'_>, b: MatRef<'_>, precision: MatmulPrecision) -> Vec<f
     let out = SharedOut(c.as_mut_ptr());
     let a_panels = m.div_ceil(MR);
     // bf16 pairs neighbouring values of `k`, so `k` blocks start at even offsets.
-    const _: () = assert!(KC % 2 == 0, "bf16 pairs need even block starts");
+    const _: () = assert!(KC.is_multiple_of(2), "bf16 pairs need even block starts");
     let mut k_blocks = Vec::new();
     let mut start = 0;
     while start < k {
