@@ -22,6 +22,7 @@
 
 #![allow(unsafe_code)]
 
+pub mod attention;
 mod avx512;
 pub mod burn_ops;
 
