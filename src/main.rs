@@ -2,6 +2,7 @@
 //! over to one function per subcommand (`commands/`). Exit codes: 0 ok, 1 a problem with the
 //! data, 2 a usage or internal error.
 
+mod allocator;
 mod commands;
 
 use std::io::IsTerminal;
@@ -11,6 +12,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    let allocator_tuned = allocator::keep_freed_memory();
     let cli = commands::Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("warn,prefsmith=info,prefsmith_pipeline=info,prefsmith_trainer=info,prefsmith_model=info")
@@ -21,6 +23,10 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
+    tracing::debug!(
+        allocator_tuned,
+        "glibc allocator: large buffers from the heap, no trimming"
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

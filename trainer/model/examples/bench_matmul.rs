@@ -32,7 +32,9 @@ fn main() {
         (1024, 576, 49152),
         (576, 1024, 1536),
     ];
-    println!("m x k x n: GFLOPS of burn | prefsmith f32 (with Wᵀ) | prefsmith bf16 (with Wᵀ)");
+    println!(
+        "m x k x n: GFLOPS of burn | prefsmith f32 (with Wᵀ) [with Xᵀ] | prefsmith bf16 (with Wᵀ) [with Xᵀ]"
+    );
     for (m, k, n) in shapes {
         let flops = 2.0 * (m * k * n) as f64;
         let a = Tensor::<2>::random([m, k], Distribution::Default, &device);
@@ -49,6 +51,12 @@ fn main() {
         let x = MatRef::row_major(&a, m, k).unwrap();
         let w = MatRef::row_major(&b_data, k, n).unwrap();
         let w_t = MatRef::row_major(&b_t, n, k).unwrap().t();
+        // `A` stored transposed, as `Xᵀ` in the backward pass's `dW = Xᵀ · dY`.
+        let a_t: Vec<f32> = (0..k)
+            .flat_map(|p| (0..m).map(move |i| (i, p)))
+            .map(|(i, p)| a[i * k + p])
+            .collect();
+        let x_t = MatRef::row_major(&a_t, k, m).unwrap().t();
         let mut line = format!("{m} x {k} x {n}: {burn:.1}");
         for precision in [MatmulPrecision::F32, MatmulPrecision::Bf16] {
             if !supports(precision) {
@@ -57,7 +65,8 @@ fn main() {
             }
             let plain = gflops(flops, || drop(matmul(x, w, precision)));
             let transposed = gflops(flops, || drop(matmul(x, w_t, precision)));
-            line += &format!(" | {plain:.1} ({transposed:.1})");
+            let activation = gflops(flops, || drop(matmul(x_t, w, precision)));
+            line += &format!(" | {plain:.1} ({transposed:.1}) [{activation:.1}]");
         }
         println!("{line}");
     }

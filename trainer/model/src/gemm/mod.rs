@@ -22,6 +22,7 @@
 
 #![allow(unsafe_code)]
 
+pub mod attention;
 mod avx512;
 pub mod burn_ops;
 
@@ -176,17 +177,22 @@ pub fn matmul(a: MatRef<'_>, b: MatRef<'_>, precision: MatmulPrecision) -> Vec<f
         k_blocks.push((start, len));
         start += len;
     }
-    for jc in (0..n).step_by(NC) {
-        let nc = NC.min(n - jc);
-        let b_panels = nc.div_ceil(NR);
-        for (block, &(pc, kc)) in k_blocks.iter().enumerate() {
-            let packed = match precision {
-                MatmulPrecision::F32 => Packed::F32 {
-                    a: pack_a_f32(&a, pc, kc, a_panels),
+    // `A`'s panels of a block of `k` serve every block of columns, so `k` is the outer loop.
+    for (block, &(pc, kc)) in k_blocks.iter().enumerate() {
+        let packed_a = match precision {
+            MatmulPrecision::F32 => PackedA::F32(pack_a_f32(&a, pc, kc, a_panels)),
+            MatmulPrecision::Bf16 => PackedA::Bf16(pack_a_bf16(&a, pc, kc, a_panels)),
+        };
+        for jc in (0..n).step_by(NC) {
+            let nc = NC.min(n - jc);
+            let b_panels = nc.div_ceil(NR);
+            let packed = match &packed_a {
+                PackedA::F32(a) => Packed::F32 {
+                    a,
                     b: pack_b_f32(&b, pc, kc, jc, nc, b_panels),
                 },
-                MatmulPrecision::Bf16 => Packed::Bf16 {
-                    a: pack_a_bf16(&a, pc, kc, a_panels),
+                PackedA::Bf16(a) => Packed::Bf16 {
+                    a,
                     b: pack_b_bf16(&b, pc, kc, jc, nc, b_panels),
                 },
             };
@@ -247,13 +253,20 @@ impl SharedOut {
     }
 }
 
-/// One block of `k` of both inputs, packed.
-enum Packed {
-    F32 { a: Vec<f32>, b: Vec<f32> },
-    Bf16 { a: Vec<u32>, b: Vec<u32> },
+/// One block of `k` of `A`, packed.
+enum PackedA {
+    F32(Vec<f32>),
+    Bf16(Vec<u32>),
 }
 
-impl Packed {
+/// One block of `k` of both inputs, packed: `A`'s for the block, `B`'s for one block of
+/// columns.
+enum Packed<'a> {
+    F32 { a: &'a [f32], b: Vec<f32> },
+    Bf16 { a: &'a [u32], b: Vec<u32> },
+}
+
+impl Packed<'_> {
     fn run(&self, ir: usize, jr: usize, kc: usize, tile: &avx512::TileOut) {
         match self {
             Self::F32 { a, b } => {
@@ -274,6 +287,10 @@ impl Packed {
 
 /// Rows `0..m` and columns `pc..pc + kc` of `a` as `MR`-row panels: panel `r`, step `p`, row
 /// `i` at `(r · kc + p) · MR + i`; rows past `m` are zero.
+///
+/// Packing runs once per block of `k` and is a small share of the product's work only when it
+/// streams, so each layout the model passes has its own loop over slices (no per-element
+/// index arithmetic or bounds checks); any other strides take the general loop.
 fn pack_a_f32(a: &MatRef<'_>, pc: usize, kc: usize, panels: usize) -> Vec<f32> {
     let mut packed = vec![0f32; panels * kc * MR];
     packed
@@ -285,16 +302,21 @@ fn pack_a_f32(a: &MatRef<'_>, pc: usize, kc: usize, panels: usize) -> Vec<f32> {
             if a.row_stride == 1 {
                 // A transposed activation (`Xᵀ` in `dW = Xᵀ · dY`): a panel's rows are
                 // neighbours, so each step of `k` is one contiguous copy.
-                for p in 0..kc {
+                for (p, step) in panel.chunks_exact_mut(MR).enumerate() {
                     let start = first + p * a.col_stride;
-                    panel[p * MR..p * MR + height].copy_from_slice(&a.data[start..start + height]);
+                    step[..height].copy_from_slice(&a.data[start..start + height]);
                 }
             } else {
                 for i in 0..height {
                     let start = first + i * a.row_stride;
                     let row = &a.data[start..start + (kc - 1) * a.col_stride + 1];
-                    for (p, slot) in panel.iter_mut().skip(i).step_by(MR).take(kc).enumerate() {
-                        *slot = row[p * a.col_stride];
+                    for (slot, &value) in panel
+                        .iter_mut()
+                        .skip(i)
+                        .step_by(MR)
+                        .zip(row.iter().step_by(a.col_stride))
+                    {
+                        *slot = value;
                     }
                 }
             }
@@ -318,16 +340,25 @@ fn pack_b_f32(
         .enumerate()
         .for_each(|(c, panel)| {
             let width = NR.min(nc - c * NR);
-            let col = jc + c * NR;
+            let first = b.offset + pc * b.row_stride + (jc + c * NR) * b.col_stride;
             if b.col_stride == 1 {
-                for p in 0..kc {
-                    let start = b.offset + (pc + p) * b.row_stride + col;
-                    panel[p * NR..p * NR + width].copy_from_slice(&b.data[start..start + width]);
+                for (p, step) in panel.chunks_exact_mut(NR).enumerate() {
+                    let start = first + p * b.row_stride;
+                    step[..width].copy_from_slice(&b.data[start..start + width]);
+                }
+            } else if b.row_stride == 1 {
+                // A transposed weight (`Wᵀ` in `dX = dY · Wᵀ`): each column is contiguous.
+                for j in 0..width {
+                    let start = first + j * b.col_stride;
+                    let column = &b.data[start..start + kc];
+                    for (step, &value) in panel.chunks_exact_mut(NR).zip(column) {
+                        step[j] = value;
+                    }
                 }
             } else {
                 for j in 0..width {
-                    for p in 0..kc {
-                        panel[p * NR + j] = b.at(pc + p, col + j);
+                    for (p, step) in panel.chunks_exact_mut(NR).enumerate() {
+                        step[j] = b.at(pc + p, jc + c * NR + j);
                     }
                 }
             }
@@ -348,6 +379,19 @@ fn bf16_bits(x: f32) -> u32 {
     }
 }
 
+/// Two values of neighbouring `k` as one packed pair: `lo` in the low half.
+#[inline(always)]
+fn bf16_pair(lo: f32, hi: f32) -> u32 {
+    bf16_bits(lo) | bf16_bits(hi) << 16
+}
+
+/// A run of `k` as pairs: `(k₀, k₁), (k₂, k₃), …`, the last one zero-padded when odd.
+#[inline(always)]
+fn pairs(run: &[f32]) -> impl Iterator<Item = u32> + '_ {
+    run.chunks(2)
+        .map(|pair| bf16_pair(pair[0], pair.get(1).copied().unwrap_or(0.0)))
+}
+
 /// Like [`pack_a_f32`] over pairs of `k`: panel `r`, pair `q`, row `i` at `(r · kp + q) · MR + i`
 /// holds columns `pc + 2q` (low half) and `pc + 2q + 1` (high half, zero past the block).
 fn pack_a_bf16(a: &MatRef<'_>, pc: usize, kc: usize, panels: usize) -> Vec<u32> {
@@ -357,16 +401,39 @@ fn pack_a_bf16(a: &MatRef<'_>, pc: usize, kc: usize, panels: usize) -> Vec<u32> 
         .par_chunks_mut(kp * MR)
         .enumerate()
         .for_each(|(r, panel)| {
-            for i in 0..MR.min(a.rows - r * MR) {
-                let row = r * MR + i;
-                for q in 0..kp {
-                    let lo = bf16_bits(a.at(row, pc + 2 * q));
-                    let hi = if 2 * q + 1 < kc {
-                        bf16_bits(a.at(row, pc + 2 * q + 1))
+            let height = MR.min(a.rows - r * MR);
+            let first = a.offset + r * MR * a.row_stride + pc * a.col_stride;
+            if a.row_stride == 1 {
+                // `Xᵀ`: the panel's rows are neighbours at each step of `k`.
+                for (q, step) in panel.chunks_exact_mut(MR).enumerate() {
+                    let lo = first + 2 * q * a.col_stride;
+                    let lo = &a.data[lo..lo + height];
+                    if 2 * q + 1 < kc {
+                        let hi = first + (2 * q + 1) * a.col_stride;
+                        let hi = &a.data[hi..hi + height];
+                        for ((slot, &l), &h) in step.iter_mut().zip(lo).zip(hi) {
+                            *slot = bf16_pair(l, h);
+                        }
                     } else {
-                        0
-                    };
-                    panel[q * MR + i] = lo | hi << 16;
+                        for (slot, &l) in step.iter_mut().zip(lo) {
+                            *slot = bf16_pair(l, 0.0);
+                        }
+                    }
+                }
+            } else if a.col_stride == 1 {
+                for i in 0..height {
+                    let start = first + i * a.row_stride;
+                    let row = &a.data[start..start + kc];
+                    for (step, pair) in panel.chunks_exact_mut(MR).zip(pairs(row)) {
+                        step[i] = pair;
+                    }
+                }
+            } else {
+                for i in 0..height {
+                    let row: Vec<f32> = (0..kc).map(|p| a.at(r * MR + i, pc + p)).collect();
+                    for (step, pair) in panel.chunks_exact_mut(MR).zip(pairs(&row)) {
+                        step[i] = pair;
+                    }
                 }
             }
         });
@@ -390,17 +457,38 @@ fn pack_b_bf16(
         .enumerate()
         .for_each(|(c, panel)| {
             let width = NR.min(nc - c * NR);
-            let col = jc + c * NR;
-            for q in 0..kp {
-                let second = 2 * q + 1 < kc;
-                for j in 0..width {
-                    let lo = bf16_bits(b.at(pc + 2 * q, col + j));
-                    let hi = if second {
-                        bf16_bits(b.at(pc + 2 * q + 1, col + j))
+            let first = b.offset + pc * b.row_stride + (jc + c * NR) * b.col_stride;
+            if b.col_stride == 1 {
+                for (q, step) in panel.chunks_exact_mut(NR).enumerate() {
+                    let lo = first + 2 * q * b.row_stride;
+                    let lo = &b.data[lo..lo + width];
+                    if 2 * q + 1 < kc {
+                        let hi = first + (2 * q + 1) * b.row_stride;
+                        let hi = &b.data[hi..hi + width];
+                        for ((slot, &l), &h) in step.iter_mut().zip(lo).zip(hi) {
+                            *slot = bf16_pair(l, h);
+                        }
                     } else {
-                        0
-                    };
-                    panel[q * NR + j] = lo | hi << 16;
+                        for (slot, &l) in step.iter_mut().zip(lo) {
+                            *slot = bf16_pair(l, 0.0);
+                        }
+                    }
+                }
+            } else if b.row_stride == 1 {
+                // `Wᵀ`: each column is contiguous, so its pairs are neighbours.
+                for j in 0..width {
+                    let start = first + j * b.col_stride;
+                    let column = &b.data[start..start + kc];
+                    for (step, pair) in panel.chunks_exact_mut(NR).zip(pairs(column)) {
+                        step[j] = pair;
+                    }
+                }
+            } else {
+                for j in 0..width {
+                    let column: Vec<f32> = (0..kc).map(|p| b.at(pc + p, jc + c * NR + j)).collect();
+                    for (step, pair) in panel.chunks_exact_mut(NR).zip(pairs(&column)) {
+                        step[j] = pair;
+                    }
                 }
             }
         });
@@ -433,6 +521,17 @@ mod tests {
 
     /// `a · b` through the kernel with each input stored as given and stored transposed (read
     /// through its strides): all four layouts must give the same bits.
+    /// A row-major `rows × cols` matrix laid out from offset 3 with strides `(2 · cols + 3, 2)`.
+    fn spread(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        let mut out = vec![f32::NAN; 3 + rows * (2 * cols + 3)];
+        for i in 0..rows {
+            for j in 0..cols {
+                out[3 + i * (2 * cols + 3) + 2 * j] = data[i * cols + j];
+            }
+        }
+        out
+    }
+
     fn in_every_layout(
         a_data: &[f32],
         b_data: &[f32],
@@ -444,8 +543,19 @@ mod tests {
         let b = MatRef::row_major(b_data, k, n).unwrap();
         let a_t = MatRef::row_major(&at_data, k, m).unwrap().t();
         let b_t = MatRef::row_major(&bt_data, n, k).unwrap().t();
+        // Neither stride 1 (the packing's general loops), at an offset.
+        let (ag_data, bg_data) = (spread(a_data, m, k), spread(b_data, k, n));
+        let a_g = MatRef::new(&ag_data, 3, [m, k], [2 * k + 3, 2]).unwrap();
+        let b_g = MatRef::new(&bg_data, 3, [k, n], [2 * n + 3, 2]).unwrap();
         let first = matmul(a, b, precision);
-        for (x, y) in [(a_t, b), (a, b_t), (a_t, b_t)] {
+        for (x, y) in [
+            (a_t, b),
+            (a, b_t),
+            (a_t, b_t),
+            (a_g, b_g),
+            (a_g, b_t),
+            (a_t, b_g),
+        ] {
             assert_eq!(
                 matmul(x, y, precision),
                 first,

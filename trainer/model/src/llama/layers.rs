@@ -213,6 +213,11 @@ impl Attention {
             }
             *slot = Some((k.clone(), v.clone()));
         }
+        if matches!(mask, AttentionMask::Causal)
+            && let Some(out) = gemm::burn_ops::attention(&q, &k, &v, true, precision)
+        {
+            return linear(&self.o_proj, out, precision);
+        }
         let keys = k.dims()[2];
         let group = self.heads / self.kv_heads;
         let widen = |y: Tensor<4>| {
