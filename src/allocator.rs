@@ -3,8 +3,8 @@
 //! A training step allocates and frees the same multi-megabyte tensors (activations, logits,
 //! gradients, packed matmul panels) many times. By default glibc serves every allocation above
 //! its mmap threshold (at most 32 MiB) with a fresh `mmap` and returns it to the kernel on
-//! `free`, so every step faults in and zeroes those pages again: 12 % of a SmolLM2 bf16 step
-//! was the kernel's `clear_page` (BENCHMARKS.md, "DPO training vs TRL"). Serving them from the
+//! `free`, so every step faults in and zeroes those pages again: in a profile of a SmolLM2 bf16
+//! step, 12 % of the time was the kernel's `clear_page`. Serving them from the
 //! heap and never trimming it keeps freed pages in the process for the next step, at the cost
 //! that the resident size stays at its peak until the process exits — which for a batch job
 //! is what it reaches anyway.

@@ -392,6 +392,24 @@ fn pairs(run: &[f32]) -> impl Iterator<Item = u32> + '_ {
         .map(|pair| bf16_pair(pair[0], pair.get(1).copied().unwrap_or(0.0)))
 }
 
+/// One step of packed pairs from two neighbouring runs of `k` (`hi` absent past the end of an
+/// odd block, where the high halves are zero).
+#[inline(always)]
+fn pair_runs(step: &mut [u32], lo: &[f32], hi: Option<&[f32]>) {
+    match hi {
+        Some(hi) => {
+            for ((slot, &l), &h) in step.iter_mut().zip(lo).zip(hi) {
+                *slot = bf16_pair(l, h);
+            }
+        }
+        None => {
+            for (slot, &l) in step.iter_mut().zip(lo) {
+                *slot = bf16_pair(l, 0.0);
+            }
+        }
+    }
+}
+
 /// Like [`pack_a_f32`] over pairs of `k`: panel `r`, pair `q`, row `i` at `(r · kp + q) · MR + i`
 /// holds columns `pc + 2q` (low half) and `pc + 2q + 1` (high half, zero past the block).
 fn pack_a_bf16(a: &MatRef<'_>, pc: usize, kc: usize, panels: usize) -> Vec<u32> {
@@ -406,19 +424,8 @@ fn pack_a_bf16(a: &MatRef<'_>, pc: usize, kc: usize, panels: usize) -> Vec<u32> 
             if a.row_stride == 1 {
                 // `Xᵀ`: the panel's rows are neighbours at each step of `k`.
                 for (q, step) in panel.chunks_exact_mut(MR).enumerate() {
-                    let lo = first + 2 * q * a.col_stride;
-                    let lo = &a.data[lo..lo + height];
-                    if 2 * q + 1 < kc {
-                        let hi = first + (2 * q + 1) * a.col_stride;
-                        let hi = &a.data[hi..hi + height];
-                        for ((slot, &l), &h) in step.iter_mut().zip(lo).zip(hi) {
-                            *slot = bf16_pair(l, h);
-                        }
-                    } else {
-                        for (slot, &l) in step.iter_mut().zip(lo) {
-                            *slot = bf16_pair(l, 0.0);
-                        }
-                    }
+                    let run = |p: usize| &a.data[first + p * a.col_stride..][..height];
+                    pair_runs(step, run(2 * q), (2 * q + 1 < kc).then(|| run(2 * q + 1)));
                 }
             } else if a.col_stride == 1 {
                 for i in 0..height {
@@ -460,19 +467,8 @@ fn pack_b_bf16(
             let first = b.offset + pc * b.row_stride + (jc + c * NR) * b.col_stride;
             if b.col_stride == 1 {
                 for (q, step) in panel.chunks_exact_mut(NR).enumerate() {
-                    let lo = first + 2 * q * b.row_stride;
-                    let lo = &b.data[lo..lo + width];
-                    if 2 * q + 1 < kc {
-                        let hi = first + (2 * q + 1) * b.row_stride;
-                        let hi = &b.data[hi..hi + width];
-                        for ((slot, &l), &h) in step.iter_mut().zip(lo).zip(hi) {
-                            *slot = bf16_pair(l, h);
-                        }
-                    } else {
-                        for (slot, &l) in step.iter_mut().zip(lo) {
-                            *slot = bf16_pair(l, 0.0);
-                        }
-                    }
+                    let run = |p: usize| &b.data[first + p * b.row_stride..][..width];
+                    pair_runs(step, run(2 * q), (2 * q + 1 < kc).then(|| run(2 * q + 1)));
                 }
             } else if b.row_stride == 1 {
                 // `Wᵀ`: each column is contiguous, so its pairs are neighbours.
