@@ -154,6 +154,12 @@ kill -0 "$parent" 2>/dev/null || rm -rf "$dir""#;
                 "-s3.port.lance=0",
                 "-master.telemetry=false",
                 "-s3.autoCreateBucket=false",
+                // Every bucket is a collection with a volume of its own. Left at 0, the volume
+                // count is free disk space divided by the volume size, so a machine with a
+                // fuller disk ran out of volumes after a few buckets and answered PUTs with
+                // HTTP 500. Volumes are sparse files: a fixed count costs no disk up front.
+                "-volume.max=256",
+                "-master.volumeSizeLimitMB=64",
             ])
             .arg(format!("-s3.config={}", d.join("s3.json").display()))
             .stdout(log.try_clone().expect("log handle"))
