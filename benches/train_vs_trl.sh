@@ -221,6 +221,11 @@ for arg in sys.argv[2:]:
     tokens = [m["tokens"] for m in metrics if "tokens" in m]
     t = s["timing"]
     rates[p] = side(f"prefsmith {p}", t["step_seconds"], tokens, t["peak_rss_bytes"])
+    if "phase_totals" in t:
+        ph = t["phase_totals"]
+        spent = sum(t["step_seconds"][1:]) or 1.0
+        print(f"{'':18s} where the measured steps' time went: " + ", ".join(
+            f"{k} {100 * ph[k] / spent:.0f}%" for k in ("forward", "backward", "optimizer")))
     worst = max(abs(a - b) / b for a, b in zip(tokens, trl["tokens_per_step"]))
     flag = "" if worst <= 0.03 and len(tokens) == len(trl["tokens_per_step"]) else "  <-- MISMATCH"
     print(f"{'':18s} tokens per step: prefsmith {tokens}")

@@ -9,6 +9,7 @@ use serde_json::{Value as Json, json};
 
 use crate::error::{Error, Result};
 use crate::train::data::TrainPair;
+use crate::train::step::PhaseSeconds;
 
 /// Sums of the TRL metrics over the pairs of a step (or an evaluation).
 #[derive(Debug, Default)]
@@ -124,6 +125,8 @@ pub(super) struct Throughput {
     pub(super) tokens: usize,
     /// Seconds of each step.
     pub(super) step_seconds: Vec<f64>,
+    /// Each step's seconds by phase.
+    pub(super) phase_seconds: Vec<PhaseSeconds>,
 }
 
 impl Throughput {
@@ -134,6 +137,7 @@ impl Throughput {
             pairs: 0,
             tokens: 0,
             step_seconds: Vec::new(),
+            phase_seconds: Vec::new(),
         }
     }
 

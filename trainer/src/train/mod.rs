@@ -249,6 +249,7 @@ impl Run<'_> {
             throughput
                 .step_seconds
                 .push(step_started.elapsed().as_secs_f64());
+            throughput.phase_seconds.push(result.phases);
             progress.advance(1);
             if self.state.global_step.is_multiple_of(r.logging_steps) {
                 log_step(
@@ -330,6 +331,8 @@ impl Run<'_> {
                 "seconds": started.elapsed().as_secs_f64(),
                 "loop_seconds": elapsed,
                 "step_seconds": outcome.throughput.step_seconds,
+                "phase_seconds": outcome.throughput.phase_seconds,
+                "phase_totals": phase_totals(&outcome.throughput.phase_seconds),
                 "pairs_per_second": outcome.throughput.pairs as f64 / elapsed,
                 "tokens_per_second": outcome.throughput.tokens as f64 / elapsed,
                 "peak_rss_bytes": peak_rss_bytes(),
@@ -502,8 +505,21 @@ fn log_step(
         lr = format!("{:.2e}", result.learning_rate),
         pairs_per_s = format!("{:.2}", throughput.pairs as f64 / elapsed),
         tokens_per_s = format!("{:.0}", throughput.tokens as f64 / elapsed),
+        forward_s = format!("{:.2}", result.phases.forward),
+        backward_s = format!("{:.2}", result.phases.backward),
+        optimizer_s = format!("{:.2}", result.phases.optimizer),
         "train: step"
     );
+}
+
+/// The phases' seconds summed over the steps after the first (the first is warm-up: it
+/// grows the allocator's pools), or over the one step a run of one step has.
+fn phase_totals(steps: &[step::PhaseSeconds]) -> step::PhaseSeconds {
+    let mut total = step::PhaseSeconds::default();
+    for phases in steps.iter().skip(usize::from(steps.len() > 1)) {
+        total.add(phases);
+    }
+    total
 }
 
 /// Writes the final model (for inference) to `model_dir`: beside it first, then renamed into

@@ -2,6 +2,8 @@
 //! micro-batch's share of the loss and its gradients, their reduction, gradient clipping and
 //! the AdamW update.
 
+use std::time::Instant;
+
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 use prefsmith_model::LanguageModel;
@@ -136,6 +138,30 @@ pub(super) struct StepResult {
     pub(super) grad_norm: f64,
     /// The learning rate the step used.
     pub(super) learning_rate: f64,
+    /// Where the step's wall-clock time went.
+    pub(super) phases: PhaseSeconds,
+}
+
+/// A step's wall-clock time by phase. burn's CPU backend runs each operation when it is
+/// called, so the clock between calls measures the work itself; autodiff bookkeeping is
+/// inside `forward` (recording the graph) and `backward` (walking it).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub(super) struct PhaseSeconds {
+    /// The policy's forward passes, the loss and reading the log-probs back.
+    pub(super) forward: f64,
+    /// The backward passes and the accumulation of the micro-batches' gradients.
+    pub(super) backward: f64,
+    /// The gradient norm, clipping and the AdamW update.
+    pub(super) optimizer: f64,
+}
+
+impl PhaseSeconds {
+    /// Adds another step's phases to these.
+    pub(super) fn add(&mut self, other: &PhaseSeconds) {
+        self.forward += other.forward;
+        self.backward += other.backward;
+        self.optimizer += other.optimizer;
+    }
 }
 
 /// Runs one optimizer step over `pairs` with `mix`: step number `done + 1` of `total_steps`.
@@ -156,7 +182,9 @@ pub(super) fn optimizer_step(
     let both = mix.needs_reference();
     let mut accumulator = GradientsAccumulator::<Llama>::new();
     let mut sums = MetricSums::default();
+    let mut phases = PhaseSeconds::default();
     for micro in pairs.chunks(config.run.micro_batch_size) {
+        let clock = Instant::now();
         let fwd = forward(&lm.model, micro, both, pad, device);
         let batch = pair_batch(micro, &fwd, device);
         let loss = mix.step_share(&batch, totals);
@@ -165,8 +193,11 @@ pub(super) fn optimizer_step(
         sums.add(micro, &chosen, rejected.as_deref(), mix.params.beta);
         sums.tokens += fwd.tokens;
         sums.loss += host(loss.clone())?[0];
+        phases.forward += clock.elapsed().as_secs_f64();
+        let clock = Instant::now();
         let grads = GradientsParams::from_grads(loss.backward(), &lm.model);
         reduce_gradients(&lm.model, &mut accumulator, grads);
+        phases.backward += clock.elapsed().as_secs_f64();
     }
     if !sums.loss.is_finite() {
         return Err(Error::Input(format!(
@@ -176,14 +207,17 @@ pub(super) fn optimizer_step(
             sums.loss
         )));
     }
+    let clock = Instant::now();
     let grads = accumulator.grads();
     let grad_norm = optim::gradient_norm(&lm.model, &grads);
     let learning_rate = optim::learning_rate(&config.optim, done, total_steps);
     let scale = optim::clip_factor(grad_norm, config.optim.max_grad_norm);
     lm.model = optimizer.step(lm.model.clone(), grads, learning_rate, scale);
+    phases.optimizer = clock.elapsed().as_secs_f64();
     Ok(StepResult {
         sums,
         grad_norm,
         learning_rate,
+        phases,
     })
 }
